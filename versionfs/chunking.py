@@ -1,0 +1,49 @@
+"""Content-defined chunking (FastCDC): cut bytes into chunks whose edges move with content.
+
+An insertion or deletion inside a large file then changes only the chunks around it,
+so a new version of the file costs only those chunks. The parameters are part of the
+repository format: changing them changes every chunk id of newly cut files.
+Thread-safe: a ``FastCDC`` object holds only its parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyfastcdc.cy import FastCDC
+
+# Files below this size are stored as one chunk (their id is the hash of the bytes).
+CHUNK_THRESHOLD = 4 << 20
+MIN_SIZE = 256 << 10
+AVG_SIZE = 1 << 20
+MAX_SIZE = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkParams:
+    threshold: int = CHUNK_THRESHOLD
+    min_size: int = MIN_SIZE
+    avg_size: int = AVG_SIZE
+    max_size: int = MAX_SIZE
+
+    def as_dict(self) -> dict:
+        return {"threshold": self.threshold, "min_size": self.min_size,
+                "avg_size": self.avg_size, "max_size": self.max_size}
+
+
+DEFAULT_PARAMS = ChunkParams()
+
+
+def cut(data, params: ChunkParams = DEFAULT_PARAMS) -> list[tuple[int, int]]:
+    """``(offset, length)`` of each chunk of ``data`` (bytes-like, e.g. an mmap).
+
+    Data below the threshold is one chunk. Empty data has no chunks.
+    """
+    n = len(data)
+    if n == 0:
+        return []
+    if n < params.threshold:
+        return [(0, n)]
+    cdc = FastCDC(avg_size=params.avg_size, min_size=params.min_size,
+                  max_size=params.max_size)
+    return [(c.offset, c.length) for c in cdc.cut_buf(data)]

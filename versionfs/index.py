@@ -1,0 +1,161 @@
+"""The LMDB index: the only module that imports lmdb.
+
+One LMDB environment holds every record of a repository in named databases
+(documented in docs/format.md). Readers take short read transactions and never block
+writers; one writer at a time is ensured above this layer by the repository lock, and
+by LMDB itself. A write transaction either commits whole or leaves nothing behind, so
+the index is always consistent after a crash.
+
+Thread-safety: an ``Index`` may be shared by threads; each transaction belongs to the
+thread that opened it (``lock=False`` is safe because versionfs never shares a txn).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import lmdb
+
+from .errors import CorruptObject, StorageFull, VfsError
+from .model import (
+    ChunkLoc, ObjectId, decode_chunkloc, encode_chunkloc,
+)
+
+DB_NAMES = ("meta", "chunks", "files", "trees", "commits", "refs", "statcache",
+            "runs", "runcache")
+
+# A sparse reservation: LMDB maps this much address space but the file grows only
+# with the data. 1 TiB of address space costs nothing on 64-bit Linux.
+MAP_SIZE = 1 << 40
+
+
+class Index:
+    def __init__(self, path: str, *, readonly: bool = False):
+        self.path = path
+        try:
+            self.env = lmdb.open(
+                path, map_size=MAP_SIZE, max_dbs=len(DB_NAMES) + 2, subdir=True,
+                readonly=readonly, lock=True, max_readers=512, readahead=False,
+                metasync=True, sync=True, create=not readonly,
+            )
+        except lmdb.Error as exc:
+            raise VfsError(f"cannot open the index at {path}: {exc}; run 'vfs fsck'") from None
+        self.dbs = {}
+        if readonly:
+            with self.env.begin() as txn:
+                for name in DB_NAMES:
+                    self.dbs[name] = self.env.open_db(name.encode(), txn=txn, create=False)
+        else:
+            with self.env.begin(write=True) as txn:
+                for name in DB_NAMES:
+                    self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
+
+    def close(self) -> None:
+        self.env.close()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Txn]:
+        txn = self.env.begin(buffers=False)
+        try:
+            yield Txn(txn, self.dbs)
+        finally:
+            txn.abort()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Txn]:
+        """A write transaction: commits when the block ends without an exception."""
+        try:
+            txn = self.env.begin(write=True)
+        except lmdb.Error as exc:
+            raise _translate(exc) from None
+        try:
+            yield Txn(txn, self.dbs)
+        except BaseException:
+            txn.abort()
+            raise
+        try:
+            txn.commit()
+        except lmdb.Error as exc:
+            raise _translate(exc) from None
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+
+def _translate(exc: lmdb.Error) -> VfsError:
+    if isinstance(exc, lmdb.MapFullError) or "No space" in str(exc):
+        return StorageFull("no space left to write the index; free some space and retry")
+    return VfsError(f"index error: {exc}")
+
+
+class Txn:
+    """A transaction with typed accessors for each database."""
+
+    __slots__ = ("txn", "dbs")
+
+    def __init__(self, txn, dbs):
+        self.txn = txn
+        self.dbs = dbs
+
+    # -- raw access -----------------------------------------------------
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=self.dbs[db])
+
+    def put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
+        try:
+            return self.txn.put(key, value, db=self.dbs[db], overwrite=overwrite)
+        except lmdb.Error as exc:
+            raise _translate(exc) from None
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return self.txn.delete(key, db=self.dbs[db])
+
+    def has(self, db: str, key: bytes) -> bool:
+        return self.txn.get(key, db=self.dbs[db]) is not None
+
+    def items(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        with self.txn.cursor(db=self.dbs[db]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    return
+                yield key, value
+
+    def keys(self, db: str, prefix: bytes = b"") -> Iterator[bytes]:
+        for key, _ in self.items(db, prefix):
+            yield key
+
+    def count(self, db: str) -> int:
+        return self.txn.stat(self.dbs[db])["entries"]
+
+    # -- typed helpers ---------------------------------------------------
+    def chunk_loc(self, cid: bytes) -> ChunkLoc | None:
+        raw = self.get("chunks", cid)
+        return decode_chunkloc(raw) if raw is not None else None
+
+    def put_chunk_loc(self, cid: bytes, loc: ChunkLoc) -> None:
+        self.put("chunks", cid, encode_chunkloc(loc))
+
+    def ref(self, name: str) -> ObjectId | None:
+        raw = self.get("refs", name.encode())
+        if raw is None:
+            return None
+        if len(raw) != 32:
+            raise CorruptObject(f"ref {name} is malformed; run 'vfs fsck'")
+        return ObjectId(raw)
+
+    def set_ref(self, name: str, cid: bytes) -> None:
+        self.put("refs", name.encode(), bytes(cid))
+
+    def refs(self, prefix: str = "") -> dict[str, ObjectId]:
+        return {k.decode(): ObjectId(v) for k, v in self.items("refs", prefix.encode())}
+
+    def meta(self, key: str) -> bytes | None:
+        return self.get("meta", key.encode())
+
+
+def index_exists(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "data.mdb"))

@@ -1,0 +1,256 @@
+"""Frozen records of versionfs and their canonical encoding.
+
+Records are plain values: trees, files, commits, chunk locations. Each has one
+canonical byte encoding (msgpack of a fixed-shape list, ints in their shortest form),
+and the id of a tree, a chunked file or a commit is the BLAKE3 of that encoding, so
+equal content always has equal ids. Decoding validates what could harm a reader
+(tree entry names above all). Thread-safe: nothing here is mutable.
+"""
+
+from __future__ import annotations
+
+import enum
+import stat
+from dataclasses import dataclass, field
+
+import msgpack
+
+from .errors import CorruptObject
+from .hashing import hash_bytes
+
+ID_LEN = 32
+
+
+class ObjectId(bytes):
+    """A 32-byte BLAKE3 digest: of content (chunk, small file) or of a record."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_hex(cls, text: str) -> ObjectId:
+        raw = bytes.fromhex(text)
+        if len(raw) != ID_LEN:
+            raise ValueError(f"an object id is {ID_LEN * 2} hex digits, got {len(text)}")
+        return cls(raw)
+
+    @property
+    def short(self) -> str:
+        return self.hex()[:12]
+
+    def __repr__(self) -> str:
+        return f"ObjectId({self.hex()[:16]}…)"
+
+
+class Kind(enum.IntEnum):
+    FILE = 1
+    DIR = 2
+    SYMLINK = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One name in a directory.
+
+    ``id`` is the file id (FILE), the tree id (DIR) or the BLAKE3 of the target
+    (SYMLINK, whose target bytes are kept inline in ``target``). ``mode`` holds
+    the permission bits only (``0o7777``); the kind gives the file type.
+    """
+
+    name: str
+    kind: Kind
+    mode: int
+    size: int
+    mtime_ns: int
+    id: ObjectId
+    target: bytes = b""
+
+    @property
+    def st_mode(self) -> int:
+        ftype = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}
+        return ftype[self.kind] | self.mode
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind is Kind.DIR
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A directory: entries sorted by the bytes of their names."""
+
+    entries: tuple[TreeEntry, ...]
+
+    def get(self, name: str) -> TreeEntry | None:
+        lo, hi = 0, len(self.entries)
+        key = _name_key(name)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            mk = _name_key(self.entries[mid].name)
+            if mk < key:
+                lo = mid + 1
+            elif mk > key:
+                hi = mid
+            else:
+                return self.entries[mid]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """One chunk of a file: its id and length (offsets follow from the order)."""
+
+    id: ObjectId
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A chunked file: total size and its chunks in order."""
+
+    size: int
+    chunks: tuple[ChunkRef, ...]
+
+
+class BlobKind(enum.IntEnum):
+    OBJECT = 0  # objects/ab/cdef…: a whole-file clone (reflink) or copy
+    PACK = 1    # packs/ab/cdef…: many chunks appended
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLoc:
+    """Where a chunk's bytes live: a blob, an offset in it and a length."""
+
+    blob_kind: BlobKind
+    blob: ObjectId
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    tree: ObjectId
+    parents: tuple[ObjectId, ...]
+    time_ns: int
+    author: str
+    message: str
+    run: ObjectId | None = None
+    stats: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+# --------------------------------------------------------------------------
+# canonical encoding
+
+
+def _name_key(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _packb(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpackb(data: bytes, what: str):
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CorruptObject(f"cannot decode {what}: {exc}; run 'vfs fsck'") from None
+
+
+def check_name(name: str) -> None:
+    """Refuse names that could escape a directory or break a path."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise CorruptObject(
+            f"invalid name {name!r} in a tree: the repository is damaged or hostile; "
+            "run 'vfs fsck'"
+        )
+
+
+def encode_tree(tree: Tree) -> bytes:
+    return _packb([
+        [_name_key(e.name), int(e.kind), e.mode, e.size, e.mtime_ns, bytes(e.id), e.target]
+        for e in tree.entries
+    ])
+
+
+def decode_tree(data: bytes) -> Tree:
+    rows = _unpackb(data, "tree")
+    entries = []
+    try:
+        for raw_name, kind, mode, size, mtime_ns, oid, target in rows:
+            name = raw_name.decode("utf-8", "surrogateescape")
+            check_name(name)
+            entries.append(TreeEntry(name, Kind(kind), mode, size, mtime_ns, ObjectId(oid), target))
+    except (TypeError, ValueError) as exc:
+        raise CorruptObject(f"malformed tree record: {exc}; run 'vfs fsck'") from None
+    return Tree(tuple(entries))
+
+
+def make_tree(entries) -> Tree:
+    """A tree from entries in any order, sorted canonically; names validated."""
+    ordered = sorted(entries, key=lambda e: _name_key(e.name))
+    for a, b in zip(ordered, ordered[1:]):
+        if a.name == b.name:
+            raise ValueError(f"duplicate name {a.name!r} in a tree")
+    for e in ordered:
+        check_name(e.name)
+    return Tree(tuple(ordered))
+
+
+def tree_id(data: bytes) -> ObjectId:
+    return ObjectId(hash_bytes(b"vfs-tree\0" + data))
+
+
+def encode_file(rec: FileRecord) -> bytes:
+    return _packb([rec.size, [[bytes(c.id), c.length] for c in rec.chunks]])
+
+
+def decode_file(data: bytes) -> FileRecord:
+    size, rows = _unpackb(data, "file record")
+    try:
+        chunks = tuple(ChunkRef(ObjectId(cid), length) for cid, length in rows)
+    except (TypeError, ValueError) as exc:
+        raise CorruptObject(f"malformed file record: {exc}; run 'vfs fsck'") from None
+    return FileRecord(size, chunks)
+
+
+def file_id(data: bytes) -> ObjectId:
+    return ObjectId(hash_bytes(b"vfs-file\0" + data))
+
+
+def encode_chunkloc(loc: ChunkLoc) -> bytes:
+    return bytes([loc.blob_kind]) + loc.blob + loc.offset.to_bytes(8, "little") + \
+        loc.length.to_bytes(4, "little")
+
+
+def decode_chunkloc(data: bytes) -> ChunkLoc:
+    if len(data) != 1 + ID_LEN + 12:
+        raise CorruptObject("malformed chunk location; run 'vfs fsck'")
+    return ChunkLoc(
+        BlobKind(data[0]),
+        ObjectId(data[1:33]),
+        int.from_bytes(data[33:41], "little"),
+        int.from_bytes(data[41:45], "little"),
+    )
+
+
+def encode_commit(c: Commit) -> bytes:
+    return _packb([
+        bytes(c.tree), [bytes(p) for p in c.parents], c.time_ns, c.author, c.message,
+        bytes(c.run) if c.run else None, c.stats,
+    ])
+
+
+def decode_commit(data: bytes) -> Commit:
+    row = _unpackb(data, "commit")
+    try:
+        tree, parents, time_ns, author, message, run, stats = row
+        return Commit(
+            ObjectId(tree), tuple(ObjectId(p) for p in parents), time_ns, author, message,
+            ObjectId(run) if run else None, stats or {},
+        )
+    except (TypeError, ValueError) as exc:
+        raise CorruptObject(f"malformed commit record: {exc}; run 'vfs fsck'") from None
+
+
+def commit_id(data: bytes) -> ObjectId:
+    return ObjectId(hash_bytes(b"vfs-commit\0" + data))

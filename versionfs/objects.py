@@ -1,0 +1,303 @@
+"""Blob storage: the only module that opens blob and pack files.
+
+Two kinds of blob hold chunk bytes:
+
+* objects/ab/cdef… — a whole-file blob, made by cloning a workspace file (FICLONE,
+  instant and free on XFS/btrfs) into tmp/, hashing the clone and renaming it here.
+* packs/ab/cdef… — many chunks appended, written to tmp/, fsynced, then renamed.
+
+Blobs are immutable and read-only once renamed into place. Everything is first written
+under tmp/ on the same filesystem and renamed only when durable, so a crash leaves at
+worst an orphan in tmp/ (removed by ``vfs gc``), never a torn blob.
+
+Thread-safety: ``BlobReader`` may be shared by threads (``pread`` on cached fds under a
+lock for the cache only); ``PackWriter`` belongs to one thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import threading
+from collections import OrderedDict
+
+from .errors import CorruptObject, MissingObject, from_oserror
+from .hashing import hash_bytes, hasher
+from .model import BlobKind, ChunkLoc, ObjectId
+
+FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
+
+# Errnos meaning "this filesystem cannot clone", as opposed to a real failure.
+NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+              errno.EPERM}
+
+PACK_TARGET = 64 << 20
+
+
+def fan_out(root: str, oid: bytes) -> str:
+    h = oid.hex()
+    return os.path.join(root, h[:2], h[2:])
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ObjectStore:
+    """Paths and writes of blobs under one repository's ``.vfs`` directory."""
+
+    def __init__(self, vfs_dir: str):
+        self.objects = os.path.join(vfs_dir, "objects")
+        self.packs = os.path.join(vfs_dir, "packs")
+        self.tmp = os.path.join(vfs_dir, "tmp")
+        self._reflink: bool | None = None
+
+    def blob_path(self, kind: BlobKind, blob: bytes) -> str:
+        return fan_out(self.objects if kind is BlobKind.OBJECT else self.packs, blob)
+
+    def tmp_path(self, tag: str) -> str:
+        return os.path.join(self.tmp, f"{tag}-{os.getpid()}-{secrets.token_hex(8)}")
+
+    # -- reflinks -------------------------------------------------------
+    def reflinks(self) -> bool:
+        """Whether tmp/ (and so objects/) can clone files; probed once."""
+        if self._reflink is None:
+            src, dst = self.tmp_path("probe"), self.tmp_path("probe")
+            try:
+                with open(src, "wb") as f:
+                    f.write(b"versionfs reflink probe")
+                self._reflink = clone_file(src, dst)
+            finally:
+                for p in (src, dst):
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+        return self._reflink
+
+    def clone_to_tmp(self, src_fd: int) -> str | None:
+        """Clone an open file into tmp/; None when the filesystem cannot clone."""
+        dst = self.tmp_path("clone")
+        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            fcntl.ioctl(dfd, FICLONE, src_fd)
+        except OSError as exc:
+            os.close(dfd)
+            os.unlink(dst)
+            if exc.errno in NO_REFLINK:
+                return None
+            raise from_oserror(exc, "cloning a file into the cache") from None
+        os.close(dfd)
+        return dst
+
+    def install_object(self, tmp: str, oid: bytes) -> bool:
+        """Rename a finished tmp blob to objects/; False if it already existed."""
+        return self._install(tmp, fan_out(self.objects, oid))
+
+    def _install(self, tmp: str, final: str) -> bool:
+        parent = os.path.dirname(final)
+        if os.path.exists(final):
+            os.unlink(tmp)
+            return False
+        os.makedirs(parent, exist_ok=True)
+        os.rename(tmp, final)
+        return True
+
+    def pack_writer(self) -> PackWriter:
+        return PackWriter(self)
+
+    def remove_blob(self, kind: BlobKind, blob: bytes) -> int:
+        """Delete a blob; returns the bytes it occupied (0 if it was absent)."""
+        path = self.blob_path(kind, blob)
+        try:
+            size = os.stat(path).st_blocks * 512
+            os.unlink(path)
+        except FileNotFoundError:
+            return 0
+        return size
+
+    def iter_blobs(self):
+        """Every installed blob as ``(kind, ObjectId)``."""
+        for kind, root in ((BlobKind.OBJECT, self.objects), (BlobKind.PACK, self.packs)):
+            try:
+                fans = sorted(os.listdir(root))
+            except FileNotFoundError:
+                continue
+            for fan in fans:
+                d = os.path.join(root, fan)
+                for rest in sorted(os.listdir(d)):
+                    try:
+                        yield kind, ObjectId.from_hex(fan + rest)
+                    except ValueError:
+                        continue
+
+
+def clone_file(src: str, dst: str) -> bool:
+    """Clone ``src`` to a new file ``dst``; False when the filesystem cannot."""
+    sfd = os.open(src, os.O_RDONLY)
+    try:
+        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fcntl.ioctl(dfd, FICLONE, sfd)
+            return True
+        except OSError as exc:
+            if exc.errno in NO_REFLINK:
+                return False
+            raise
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+class PackWriter:
+    """Appends chunks to packs in tmp/; ``finish`` makes them durable and visible.
+
+    ``add`` returns the chunk's location as it will be once finished. Packs roll over
+    at about 64 MiB so gc can drop or rewrite them piecewise.
+    """
+
+    def __init__(self, store: ObjectStore):
+        self.store = store
+        self._fd: int | None = None
+        self._tmp = ""
+        self._name = None
+        self._size = 0
+        self._done: list[tuple[str, ObjectId]] = []
+        self.bytes_written = 0
+
+    def _open(self) -> None:
+        self._tmp = self.store.tmp_path("pack")
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        self._name = ObjectId(secrets.token_bytes(32))
+        self._size = 0
+
+    def add(self, data) -> ChunkLoc:
+        if self._fd is None:
+            self._open()
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            raise from_oserror(exc, "writing a pack file") from None
+        loc = ChunkLoc(BlobKind.PACK, self._name, self._size, len(data))
+        self._size += len(data)
+        self.bytes_written += len(data)
+        if self._size >= PACK_TARGET:
+            self._seal()
+        return loc
+
+    def _seal(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise from_oserror(exc, "syncing a pack file") from None
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        self._done.append((self._tmp, self._name))
+
+    def finish(self) -> list[ObjectId]:
+        """fsync and rename every pack into packs/; returns their ids."""
+        if self._fd is not None:
+            self._seal()
+        names = []
+        dirs = set()
+        for tmp, name in self._done:
+            final = fan_out(self.store.packs, name)
+            dirs.add(os.path.dirname(final))
+            self.store._install(tmp, final)
+            names.append(name)
+        for d in dirs:
+            fsync_dir(d)
+        self._done.clear()
+        return names
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._done.append((self._tmp, self._name))
+        for tmp, _ in self._done:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        self._done.clear()
+
+
+class BlobReader:
+    """Reads chunk bytes from blobs through a small cache of open fds."""
+
+    def __init__(self, store: ObjectStore, max_fds: int = 128):
+        self.store = store
+        self._fds: OrderedDict[tuple[int, bytes], int] = OrderedDict()
+        self._max = max_fds
+        self._lock = threading.Lock()
+
+    def _fd(self, kind: BlobKind, blob: bytes) -> int:
+        key = (kind, blob)
+        with self._lock:
+            fd = self._fds.get(key)
+            if fd is not None:
+                self._fds.move_to_end(key)
+                return fd
+        path = self.store.blob_path(kind, blob)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise MissingObject(
+                f"blob {ObjectId(blob).short} is missing from the cache ({path}); "
+                "run 'vfs fsck'"
+            ) from None
+        with self._lock:
+            old = self._fds.get(key)
+            if old is not None:
+                os.close(fd)
+                return old
+            self._fds[key] = fd
+            while len(self._fds) > self._max:
+                _, victim = self._fds.popitem(last=False)
+                os.close(victim)
+        return fd
+
+    def pread(self, loc: ChunkLoc, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a chunk (or of a range inside it), unverified."""
+        if length is None:
+            length = loc.length - offset
+        fd = self._fd(loc.blob_kind, loc.blob)
+        data = os.pread(fd, length, loc.offset + offset)
+        if len(data) != length:
+            raise CorruptObject(
+                f"blob {loc.blob.short} is truncated (wanted {length} bytes at "
+                f"{loc.offset + offset}, got {len(data)}); run 'vfs fsck --verify-data'"
+            )
+        return data
+
+    def read_verified(self, cid: bytes, loc: ChunkLoc) -> bytes:
+        """A whole chunk, checked against its id."""
+        data = self.pread(loc)
+        if hash_bytes(data) != cid:
+            raise CorruptObject(
+                f"chunk {ObjectId(cid).short} in blob {loc.blob.short} is damaged "
+                "(its bytes do not match its id); run 'vfs fsck --verify-data'"
+            )
+        return data
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+__all__ = ["ObjectStore", "PackWriter", "BlobReader", "clone_file", "fan_out",
+           "fsync_dir", "hasher"]
