@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 
 import lmdb
@@ -31,17 +32,48 @@ DB_NAMES = ("meta", "chunks", "files", "trees", "commits", "refs", "statcache",
 MAP_SIZE = 1 << 40
 
 
-class Index:
-    def __init__(self, path: str, *, readonly: bool = False):
-        self.path = path
+# LMDB forbids opening one environment twice in a process, so every ``Index`` of the
+# same path shares one environment, closed when the last of them closes.
+_ENVS: dict[str, list] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _open_env(path: str, readonly: bool):
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        held = _ENVS.get(key)
+        if held is not None:
+            held[1] += 1
+            return held[0]
         try:
-            self.env = lmdb.open(
+            env = lmdb.open(
                 path, map_size=MAP_SIZE, max_dbs=len(DB_NAMES) + 2, subdir=True,
                 readonly=readonly, lock=True, max_readers=512, readahead=False,
                 metasync=True, sync=True, create=not readonly,
             )
         except lmdb.Error as exc:
             raise VfsError(f"cannot open the index at {path}: {exc}; run 'vfs fsck'") from None
+        _ENVS[key] = [env, 1]
+        return env
+
+
+def _close_env(path: str) -> None:
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        held = _ENVS.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _ENVS[key]
+            held[0].close()
+
+
+class Index:
+    def __init__(self, path: str, *, readonly: bool = False):
+        self.path = path
+        self.env = _open_env(path, readonly)
+        self._closed = False
         self.dbs = {}
         if readonly:
             with self.env.begin() as txn:
@@ -53,7 +85,9 @@ class Index:
                     self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
 
     def close(self) -> None:
-        self.env.close()
+        if not self._closed:
+            self._closed = True
+            _close_env(self.path)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
