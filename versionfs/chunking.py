@@ -47,3 +47,32 @@ def cut(data, params: ChunkParams = DEFAULT_PARAMS) -> list[tuple[int, int]]:
     cdc = FastCDC(avg_size=params.avg_size, min_size=params.min_size,
                   max_size=params.max_size)
     return [(c.offset, c.length) for c in cdc.cut_buf(data)]
+
+
+STREAM_BLOCK = 16 << 20
+
+
+def iter_stream(read, params: ChunkParams = DEFAULT_PARAMS):
+    """Yield the chunks of a stream as bytes-like objects, cut exactly as ``cut``
+    would cut the whole stream (for streams at or above the threshold).
+
+    ``read(n)`` returns up to ``n`` bytes, ``b""`` at the end. Cutting restarts at
+    each chunk edge, so FastCDC finds the same edges whatever the block size, as long
+    as a block holds more than ``max_size`` bytes.
+    """
+    cdc = FastCDC(avg_size=params.avg_size, min_size=params.min_size,
+                  max_size=params.max_size)
+    carry = b""
+    while True:
+        block = read(STREAM_BLOCK)
+        if not block:
+            if carry:
+                yield carry
+            return
+        data = carry + block if carry else block
+        view = memoryview(data)
+        cuts = [(c.offset, c.length) for c in cdc.cut_buf(data)]
+        for off, length in cuts[:-1]:
+            yield view[off: off + length]
+        off, _ = cuts[-1]
+        carry = bytes(view[off:])

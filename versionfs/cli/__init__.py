@@ -1,0 +1,41 @@
+"""The command line: ``vfs`` and ``versionfs`` are this one program.
+
+Each command group lives in its own module and registers on ``main``. This package is
+the only place that turns ``VfsError`` into a one-line message and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import VfsError
+from .base import cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``vfs`` and ``versionfs`` console scripts."""
+    from . import commands  # noqa: F401  (registers the commands on ``cli``)
+    try:
+        cli.main(args=argv, prog_name=_prog_name(), standalone_mode=False)
+    except VfsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+def _prog_name() -> str:
+    import os
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "vfs"
+    return name if name in ("vfs", "versionfs") else "vfs"

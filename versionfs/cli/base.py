@@ -1,0 +1,46 @@
+"""The root click group and helpers shared by every command module."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..repo import Repo
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "repo_path", default=".", metavar="PATH",
+              help="Run as if started in PATH (a workspace or a bare repository).")
+@click.version_option(package_name="versionfs")
+@click.pass_context
+def cli(ctx: click.Context, repo_path: str) -> None:
+    """versionfs: version datasets like git versions code, and serve any version
+    as a read-only directory.
+
+    \b
+    Start with:  vfs init; vfs snapshot -m "first"; vfs log
+    Mount:       versionfs mount .@HEAD /mnt/data
+    """
+    ctx.obj = {"path": repo_path}
+
+
+def open_repo(ctx: click.Context) -> Repo:
+    """The repository for this command (``-C PATH`` or the current directory)."""
+    repo = Repo.open(ctx.obj["path"])
+    ctx.call_on_close(repo.close)
+    return repo
+
+
+def emit_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
+def info(msg: str) -> None:
+    click.echo(msg, err=True)

@@ -1,0 +1,40 @@
+"""Ignore rules: which workspace paths a snapshot leaves out.
+
+Rules come from ``.vfsignore`` at the workspace root, in gitignore syntax (matched
+by pathspec). ``.vfs/`` is always ignored. Thread-safe: an ``Ignore`` is immutable
+after construction.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pathspec
+
+from .errors import from_oserror
+
+IGNORE_FILE = ".vfsignore"
+
+
+class Ignore:
+    def __init__(self, lines: list[str]):
+        self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+
+    @classmethod
+    def load(cls, workspace: str) -> Ignore:
+        path = os.path.join(workspace, IGNORE_FILE)
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                return cls(f.read().splitlines())
+        except FileNotFoundError:
+            return cls([])
+        except OSError as exc:
+            raise from_oserror(exc, f"reading {path}") from None
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        """Whether workspace-relative ``rel`` is left out of snapshots."""
+        if rel == ".vfs" or rel.startswith(".vfs/"):
+            return True
+        if self._spec is None:
+            return False
+        return self._spec.match_file(rel + "/" if is_dir else rel)

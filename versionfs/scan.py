@@ -1,0 +1,583 @@
+"""Workspace scanning: turn a directory into trees and file ids, storing content or not.
+
+The scanner walks the workspace (honouring ``.vfsignore``), reuses file ids from the
+stat cache for files whose (dev, ino, size, mtime, ctime, mode) did not change, and
+reads the rest. With ``store=True`` it also stores their content (``Ingestor``): large
+files are cloned into objects/ when the filesystem can (the clone is an atomic picture
+of the file, hashed after cloning) and packed chunk by chunk otherwise; small files are
+always packed. With ``store=False`` it only hashes, for ``status`` and ``diff``.
+
+Nothing is visible in the index until the caller (``snapshot``) commits the
+``WorkTree``'s records in one transaction.
+
+Thread-safety: one scan per ``Ingestor``; it uses worker threads internally for large
+files and guards its shared state with a lock.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import msgpack
+
+from . import chunking
+from .errors import FileChanged, PathNotFound, VfsError, from_oserror
+from .hashing import hash_bytes
+from .ignore import Ignore
+from .model import (
+    BlobKind, ChunkLoc, ChunkRef, FileRecord, Kind, ObjectId, Tree, TreeEntry, encode_file,
+    encode_tree, file_id, make_tree, tree_id,
+)
+from .objects import fsync_dir
+from .repo import Repo, normalize_path
+
+# A file whose mtime or ctime is this close to the scan's start may still change
+# within the filesystem's timestamp granularity: it gets no stat cache entry.
+RACY_NS = 100_000_000
+RETRIES = 3
+
+
+def _fs_name(rel: str) -> bytes:
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def stat_key(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
+@dataclass(slots=True)
+class FileJob:
+    """A workspace file whose content must be read."""
+
+    rel: str
+    path: str
+    st: os.stat_result
+    fid: ObjectId | None = None
+    size: int = 0
+    cacheable: bool = True
+
+
+@dataclass(slots=True)
+class ScanStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+class WorkTree:
+    """The result of a scan: a root tree id plus the records it made.
+
+    Offers ``tree(tid)`` and ``chunks(entry)`` like ``Repo``, falling back to the
+    repository for records it did not make, so diff can compare it with any commit.
+    """
+
+    def __init__(self, repo: Repo):
+        self.repo = repo
+        self.root: ObjectId | None = None
+        self.root_entry: TreeEntry | None = None
+        self.trees: dict[bytes, bytes] = {}       # tree id -> encoding
+        self.tree_objs: dict[bytes, Tree] = {}
+        self.files: dict[bytes, bytes] = {}       # file id -> encoding
+        self.file_objs: dict[bytes, FileRecord] = {}
+        self.chunk_locs: dict[bytes, ChunkLoc] = {}
+        self.statcache: dict[bytes, bytes] = {}   # rel path -> encoded stat record
+        self.seen_paths: set[bytes] = set()
+        self.stats = ScanStats()
+
+    def tree(self, tid: bytes) -> Tree:
+        t = self.tree_objs.get(tid)
+        return t if t is not None else self.repo.tree(tid)
+
+    def chunks(self, entry: TreeEntry) -> tuple[ChunkRef, ...]:
+        rec = self.file_objs.get(entry.id)
+        if rec is not None:
+            return rec.chunks
+        if entry.size and entry.size < self.repo.params.threshold:
+            return (ChunkRef(entry.id, entry.size),)
+        return self.repo.chunks(entry)
+
+
+class Ingestor:
+    """Reads file content, computes ids, and (with ``store``) stores new chunks."""
+
+    def __init__(self, repo: Repo, work: WorkTree, *, store: bool,
+                 warn: Callable[[str], None], progress=None):
+        self.repo = repo
+        self.work = work
+        self.store = store
+        self.params = repo.params
+        self.warn = warn
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.pack = repo.store.pack_writer() if store else None
+        self.clones = store and repo.store.reflinks()
+        self.installed: set[bytes] = set()
+
+    # -- chunk bookkeeping ------------------------------------------------
+    def _known(self, cid: bytes) -> bool:
+        if cid in self.work.chunk_locs:
+            return True
+        with self.repo.index.read() as txn:
+            return txn.has("chunks", cid)
+
+    def _keep_chunk(self, data, cid: bytes) -> None:
+        """Append a chunk to a pack unless the repository has it already."""
+        with self.lock:
+            if self._known(cid):
+                return
+            loc = self.pack.add(data)
+            self.work.chunk_locs[cid] = loc
+            self.work.stats.bytes_stored += len(data)
+
+    def _tick(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress(n)
+
+    # -- files --------------------------------------------------------------
+    def ingest(self, job: FileJob) -> None:
+        for _ in range(RETRIES):
+            try:
+                if self.clones and job.st.st_size >= self.params.threshold:
+                    done = self._ingest_clone(job)
+                else:
+                    done = self._ingest_read(job)
+            except VfsError:
+                raise
+            except OSError as exc:
+                raise from_oserror(exc, f"reading {job.rel}") from None
+            if done:
+                with self.lock:
+                    self.work.stats.files_read += 1
+                    self.work.stats.bytes_read += job.size
+                return
+        raise FileChanged(
+            f"{job.rel} kept changing while it was being read ({RETRIES} tries); "
+            "stop the program writing it, or add it to .vfsignore, and retry"
+        )
+
+    def _open(self, job: FileJob) -> int:
+        return os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    def _ingest_read(self, job: FileJob) -> bool:
+        """Read the file itself; True when it did not change meanwhile."""
+        fd = self._open(job)
+        try:
+            before = os.fstat(fd)
+            if before.st_size < self.params.threshold:
+                data = _read_all(fd, before.st_size)
+                after = os.fstat(fd)
+                if stat_key(before) != stat_key(after) or len(data) != after.st_size:
+                    return False
+                if len(data) >= self.params.threshold:
+                    return False
+                job.fid = ObjectId(hash_bytes(data))
+                job.size = len(data)
+                if self.store and data:
+                    self._keep_chunk(data, job.fid)
+                self._tick(len(data))
+                return True
+            reader = _Reader(fd)
+            refs = []
+            for chunk in chunking.iter_stream(reader.read, self.params):
+                cid = hash_bytes(chunk)
+                refs.append(ChunkRef(ObjectId(cid), len(chunk)))
+                if self.store:
+                    self._keep_chunk(chunk, cid)
+                self._tick(len(chunk))
+            after = os.fstat(fd)
+            if stat_key(before) != stat_key(after) or reader.total != after.st_size:
+                return False
+            self._record(job, FileRecord(reader.total, tuple(refs)))
+            return True
+        finally:
+            os.close(fd)
+
+    def _ingest_clone(self, job: FileJob) -> bool:
+        """Clone the file into tmp/, then hash the clone: an atomic picture."""
+        fd = self._open(job)
+        try:
+            before = os.fstat(fd)
+            tmp = self.repo.store.clone_to_tmp(fd)
+            if tmp is None:  # e.g. workspace on another filesystem than the repository
+                self.clones = False
+                return self._ingest_read(job)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if stat_key(before) != stat_key(after):
+            job.cacheable = False  # the clone is consistent, but which state it holds is not known
+        try:
+            rec = self._hash_clone(tmp)
+            fid = self._record(job, rec)
+            with self.lock:
+                exists = fid in self.installed or self._file_stored(fid)
+                if not exists:
+                    self._install_clone(tmp, fid, rec)
+                    tmp = None
+        finally:
+            if tmp is not None:
+                os.unlink(tmp)
+        return True
+
+    def _file_stored(self, fid: bytes) -> bool:
+        with self.repo.index.read() as txn:
+            return txn.has("files", fid)
+
+    def _hash_clone(self, tmp: str) -> FileRecord:
+        with open(tmp, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as mm:
+                mm.madvise(mmap.MADV_SEQUENTIAL)
+                view = memoryview(mm)
+                refs = []
+                try:
+                    for off, length in chunking.cut(view, self.params):
+                        piece = view[off: off + length]
+                        refs.append(ChunkRef(ObjectId(hash_bytes(piece)), length))
+                        del piece
+                        self._tick(length)
+                finally:
+                    view.release()
+        return FileRecord(size, tuple(refs))
+
+    def _install_clone(self, tmp: str, fid: bytes, rec: FileRecord) -> None:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.repo.store.install_object(tmp, fid)
+        self.installed.add(fid)
+        off = 0
+        for ref in rec.chunks:
+            if not self._known(ref.id):
+                self.work.chunk_locs[ref.id] = ChunkLoc(BlobKind.OBJECT, ObjectId(fid), off,
+                                                        ref.length)
+            off += ref.length
+        self.work.stats.bytes_stored += rec.size
+
+    def _record(self, job: FileJob, rec: FileRecord) -> ObjectId:
+        enc = encode_file(rec)
+        fid = file_id(enc)
+        with self.lock:
+            self.work.files[fid] = enc
+            self.work.file_objs[fid] = rec
+        job.fid = fid
+        job.size = rec.size
+        return fid
+
+    def finish(self) -> None:
+        """Make every stored chunk durable (packs fsynced and renamed)."""
+        if self.pack is not None:
+            self.pack.finish()
+        dirs = {os.path.dirname(self.repo.store.blob_path(BlobKind.OBJECT, f))
+                for f in self.installed}
+        for d in dirs:
+            fsync_dir(d)
+
+    def abort(self) -> None:
+        if self.pack is not None:
+            self.pack.abort()
+
+
+class _Reader:
+    __slots__ = ("fd", "total")
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.total = 0
+
+    def read(self, n: int) -> bytes:
+        data = os.read(self.fd, n)
+        self.total += len(data)
+        return data
+
+
+def _read_all(fd: int, hint: int) -> bytes:
+    data = os.read(fd, hint + 1)
+    if len(data) <= hint:
+        return data
+    parts = [data]
+    while True:  # the file grew: read the rest so the caller sees the change
+        more = os.read(fd, 1 << 20)
+        if not more:
+            return b"".join(parts)
+        parts.append(more)
+
+
+# --------------------------------------------------------------------------
+# walking
+
+
+@dataclass(slots=True)
+class _Dir:
+    rel: str
+    st: os.stat_result
+    items: list  # (name, kind, st, payload): payload = FileJob | _Dir | target bytes
+
+
+class Scanner:
+    """Walks a workspace into ``_Dir`` plans, then builds trees from them."""
+
+    def __init__(self, repo: Repo, work: WorkTree, warn: Callable[[str], None]):
+        self.repo = repo
+        self.work = work
+        self.warn = warn
+        self.ignore = Ignore.load(repo.workspace)
+        self.jobs: list[FileJob] = []
+        self.start_ns = time.time_ns()
+        self._txn = None
+
+    def walk(self, rel: str = "") -> _Dir:
+        with self.repo.index.read() as txn:
+            self._txn = txn
+            try:
+                path = os.path.join(self.repo.workspace, rel) if rel else self.repo.workspace
+                try:
+                    st = os.lstat(path)
+                except OSError as exc:
+                    raise from_oserror(exc, f"reading {rel or '.'}") from None
+                return self._walk_dir(path, rel, st)
+            finally:
+                self._txn = None
+
+    def _walk_dir(self, path: str, rel: str, st: os.stat_result) -> _Dir:
+        node = _Dir(rel, st, [])
+        self.work.stats.dirs += 1
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise from_oserror(exc, f"listing {rel or '.'}") from None
+        for de in entries:
+            self._walk_entry(node, de, f"{rel}/{de.name}" if rel else de.name)
+        return node
+
+    def _walk_entry(self, node: _Dir, de: os.DirEntry, rel: str) -> None:
+        try:
+            st = de.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return  # vanished between listing and stat
+        except OSError as exc:
+            raise from_oserror(exc, f"reading {rel}") from None
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            if not self.ignore.ignored(rel, True):
+                node.items.append((de.name, Kind.DIR, st, self._walk_dir(de.path, rel, st)))
+        elif self.ignore.ignored(rel, False):
+            return
+        elif stat.S_ISREG(mode):
+            node.items.append((de.name, Kind.FILE, st, self._file(de.path, rel, st)))
+        elif stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(de.path.encode("utf-8", "surrogateescape"))
+            except OSError as exc:
+                raise from_oserror(exc, f"reading link {rel}") from None
+            node.items.append((de.name, Kind.SYMLINK, st, target))
+            self.work.stats.symlinks += 1
+        else:
+            what = "fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) \
+                else "device"
+            self.work.stats.skipped.append(rel)
+            self.warn(f"skipped {rel}: a {what} cannot be versioned")
+
+    def _file(self, path: str, rel: str, st: os.stat_result) -> FileJob:
+        self.work.stats.files += 1
+        key = _fs_name(rel)
+        self.work.seen_paths.add(key)
+        job = FileJob(rel, path, st)
+        raw = self._txn.get("statcache", key)
+        if raw is not None:
+            rec = msgpack.unpackb(raw)
+            if tuple(rec[:6]) == stat_key(st):
+                job.fid = ObjectId(rec[6])
+                job.size = st.st_size
+                return job
+        self.jobs.append(job)
+        return job
+
+    def cache_record(self, job: FileJob) -> None:
+        """Remember a freshly read file in the stat cache, unless it is racy."""
+        st = job.st
+        if not job.cacheable or job.size != st.st_size:
+            return
+        if max(st.st_mtime_ns, st.st_ctime_ns) >= self.start_ns - RACY_NS:
+            return
+        self.work.statcache[_fs_name(job.rel)] = msgpack.packb(
+            [*stat_key(st), bytes(job.fid)], use_bin_type=True)
+
+    # -- trees ---------------------------------------------------------------
+    def build(self, node: _Dir) -> TreeEntry:
+        entries = []
+        for name, kind, st, payload in node.items:
+            if kind is Kind.DIR:
+                entries.append(self.build(payload))
+                continue
+            perm = stat.S_IMODE(st.st_mode)
+            if kind is Kind.FILE:
+                entries.append(TreeEntry(name, kind, perm, payload.size, st.st_mtime_ns,
+                                         payload.fid))
+            else:
+                entries.append(TreeEntry(name, kind, perm, len(payload), st.st_mtime_ns,
+                                         ObjectId(hash_bytes(payload)), payload))
+        tree = make_tree(entries)
+        enc = encode_tree(tree)
+        tid = tree_id(enc)
+        self.work.trees[tid] = enc
+        self.work.tree_objs[tid] = tree
+        name = os.path.basename(node.rel) if node.rel else ""
+        return TreeEntry(name, Kind.DIR, stat.S_IMODE(node.st.st_mode), 0,
+                         node.st.st_mtime_ns, tid)
+
+
+def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None = None,
+                   warn: Callable[[str], None] = lambda m: None,
+                   progress_factory=None, workers: int = 2) -> WorkTree:
+    """Scan the workspace into a ``WorkTree``.
+
+    ``paths`` (workspace-relative) limits the scan; the others keep their entries
+    from HEAD. ``progress_factory(total_bytes)`` may return a callable fed with byte
+    counts as content is read (or None).
+
+    Error handling: raises ``PathNotFound`` for a missing path, ``FileChanged`` for a
+    file that keeps changing, ``AccessDenied``/``StorageFull`` from the filesystem. With
+    ``store`` the caller must call ``finish`` or ``abort`` on ``work.ingestor``.
+    """
+    if repo.workspace is None:
+        raise VfsError("this is a bare repository: it has no workspace to scan")
+    work = WorkTree(repo)
+    scanner = Scanner(repo, work, warn)
+    if paths:
+        roots = {rel: _walk_path(scanner, rel) for rel in paths}
+    else:
+        roots = {"": scanner.walk()}
+    total = sum(j.st.st_size for j in scanner.jobs)
+    progress = progress_factory(total) if progress_factory else None
+    ing = Ingestor(repo, work, store=store, warn=warn, progress=progress)
+    work.ingestor = ing
+    try:
+        _run_jobs(ing, scanner.jobs, repo.params.threshold, workers)
+    except BaseException:
+        ing.abort()
+        raise
+    finally:
+        if progress is not None and hasattr(progress, "close"):
+            progress.close()
+    for job in scanner.jobs:
+        scanner.cache_record(job)
+    if paths:
+        root = _graft(repo, scanner, work, roots)
+    else:
+        root = scanner.build(roots[""])
+    work.root = root.id
+    work.root_entry = root
+    work.partial = bool(paths)
+    return work
+
+
+def _run_jobs(ing: Ingestor, jobs: list[FileJob], threshold: int, workers: int) -> None:
+    large = [j for j in jobs if j.st.st_size >= threshold]
+    small = [j for j in jobs if j.st.st_size < threshold]
+    if not large:
+        for job in small:
+            ing.ingest(job)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-ingest") as pool:
+        futures = [pool.submit(ing.ingest, j) for j in large]
+        for job in small:
+            ing.ingest(job)
+        for fut in futures:
+            fut.result()
+
+
+def _walk_path(scanner: Scanner, rel: str):
+    """One PATHS argument: its node (``_Dir``), a single item tuple, or None (gone)."""
+    rel = normalize_path(rel)
+    if not rel:
+        return scanner.walk()
+    path = os.path.join(scanner.repo.workspace, rel)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise from_oserror(exc, f"reading {rel}") from None
+    with scanner.repo.index.read() as txn:
+        scanner._txn = txn
+        holder = _Dir("", st, [])
+        parent_path = os.path.dirname(path)
+        with os.scandir(parent_path) as it:
+            for de in it:
+                if de.name == os.path.basename(rel):
+                    scanner._walk_entry(holder, de, rel)
+        scanner._txn = None
+    return holder.items[0] if holder.items else None
+
+
+def _graft(repo: Repo, scanner: Scanner, work: WorkTree, roots: dict) -> TreeEntry:
+    """HEAD's tree with the scanned paths replaced (or removed when gone)."""
+    head = repo.head()
+    base = repo.root_entry(head) if head is not None else None
+    for rel, node in roots.items():
+        if node is None and (base is None or _lookup(work, base, rel) is None):
+            raise PathNotFound(f"path {rel!r} is neither in the workspace nor in HEAD")
+    entry = base
+    for rel, node in sorted(roots.items()):
+        rel = normalize_path(rel)
+        if isinstance(node, _Dir) and not rel:
+            return scanner.build(node)
+        new = None
+        if node is not None:
+            name, kind, st, payload = node
+            holder = _Dir("", os.lstat(repo.workspace), [node])
+            built = scanner.build(holder)
+            new = work.tree(built.id).get(name)
+        entry = _replace(work, entry, rel.split("/"), new, repo)
+    return entry
+
+
+def _lookup(work: WorkTree, entry: TreeEntry, rel: str) -> TreeEntry | None:
+    for part in rel.split("/"):
+        if entry is None or not entry.is_dir:
+            return None
+        entry = work.tree(entry.id).get(part)
+    return entry
+
+
+def _replace(work: WorkTree, entry: TreeEntry | None, parts: list[str],
+             new: TreeEntry | None, repo: Repo) -> TreeEntry:
+    """A copy of dir ``entry`` with ``parts`` set to ``new`` (None removes it)."""
+    now = time.time_ns()
+    if entry is None:
+        entry = TreeEntry("", Kind.DIR, 0o755, 0, now, ObjectId(b"\0" * 32))
+        items = {}
+    else:
+        items = {e.name: e for e in work.tree(entry.id).entries}
+    head, rest = parts[0], parts[1:]
+    if rest:
+        child = items.get(head)
+        if child is not None and not child.is_dir:
+            child = None
+        sub = _replace(work, child, rest, new, repo)
+        items[head] = TreeEntry(head, Kind.DIR, sub.mode, 0, sub.mtime_ns, sub.id)
+    elif new is None:
+        items.pop(head, None)
+    else:
+        items[head] = new
+    tree = make_tree(items.values())
+    enc = encode_tree(tree)
+    tid = tree_id(enc)
+    work.trees[tid] = enc
+    work.tree_objs[tid] = tree
+    return TreeEntry(entry.name, Kind.DIR, entry.mode, 0, entry.mtime_ns, tid)

@@ -1,0 +1,144 @@
+"""``snapshot``: record the workspace (or some paths of it) as a new commit.
+
+Order of durability, so that a crash at any moment leaves every earlier commit intact:
+content goes to tmp/, is fsynced and renamed into objects/ or packs/; then ONE LMDB
+transaction adds the chunk locations, file and tree records, the commit, the stat
+cache updates and moves the branch (and tag). Until that transaction commits, nothing
+new is reachable; afterwards, everything it references is already durable.
+
+Thread-safety: runs under the repository write lock; one snapshot at a time.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .model import Commit, ObjectId, commit_id, encode_commit
+from .repo import Repo
+from .scan import WorkTree, scan_workspace
+
+_TAG_RE = re.compile(r"^[A-Za-z0-9._+-][A-Za-z0-9._+/-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResult:
+    commit: ObjectId          # the new commit, or HEAD when nothing changed
+    parent: ObjectId | None
+    created: bool             # False when the tree equals HEAD's (nothing to record)
+    files: int
+    files_read: int
+    bytes_read: int
+    bytes_stored: int
+    skipped: tuple[str, ...]
+    tag: str | None
+
+
+def check_ref_name(name: str, what: str = "tag") -> None:
+    if not _TAG_RE.match(name) or name.endswith("/") or "//" in name or ".." in name \
+            or name == "HEAD" or re.fullmatch(r"[0-9a-f]{4,64}", name):
+        raise UsageError(
+            f"invalid {what} name {name!r}: use letters, digits and . _ + - / "
+            "(not HEAD, not a hex commit id)")
+
+
+def default_author() -> str:
+    env = os.environ.get("VFS_AUTHOR")
+    if env:
+        return env
+    try:
+        user = getpass.getuser()
+    except Exception:  # getuser raises several types when no name is known
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
+             tag: str | None = None, author: str | None = None, allow_empty: bool = False,
+             run: bytes | None = None, warn: Callable[[str], None] = lambda m: None,
+             progress_factory=None, on_wait: Callable[[str], None] | None = None,
+             ) -> SnapshotResult:
+    """Snapshot the workspace into a commit on the current branch.
+
+    Error handling: ``UsageError`` for a bad or existing tag; the scan's errors
+    (``PathNotFound``, ``FileChanged``, ``AccessDenied``, ``StorageFull``); on any
+    error nothing becomes visible and stored content is left for ``vfs gc``.
+    """
+    if tag is not None:
+        check_ref_name(tag)
+    with repo.lock(on_wait=on_wait):
+        if tag is not None and repo.refs(f"tags/{tag}").get(f"tags/{tag}") is not None:
+            raise UsageError(f"tag {tag!r} already exists; pick another name or "
+                             f"delete it with 'vfs tag -d {tag}'")
+        parent = repo.head()
+        work = scan_workspace(repo, store=True, paths=paths, warn=warn,
+                              progress_factory=progress_factory)
+        try:
+            work.ingestor.finish()
+        except BaseException:
+            work.ingestor.abort()
+            raise
+        unchanged = parent is not None and repo.commit(parent).tree == work.root
+        if unchanged and not allow_empty:
+            _write(repo, work, None, None, tag, parent, full=not paths)
+            cid, created = parent, False
+        else:
+            commit = Commit(
+                tree=work.root, parents=(parent,) if parent else (), time_ns=time.time_ns(),
+                author=author or default_author(), message=message,
+                run=ObjectId(run) if run else None,
+                stats={"files": work.stats.files, "bytes": _tree_bytes(work)},
+            )
+            enc = encode_commit(commit)
+            cid = commit_id(enc)
+            _write(repo, work, cid, enc, tag, parent, full=not paths)
+            created = True
+    s = work.stats
+    return SnapshotResult(cid, parent, created, s.files, s.files_read, s.bytes_read,
+                          s.bytes_stored, tuple(s.skipped), tag)
+
+
+def _tree_bytes(work: WorkTree) -> int:
+    total = 0
+    stack = [work.root]
+    while stack:
+        for e in work.tree(stack.pop()).entries:
+            if e.is_dir:
+                stack.append(e.id)
+            else:
+                total += e.size
+    return total
+
+
+def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool) -> None:
+    """The one transaction that makes a snapshot visible."""
+    with repo.index.write() as txn:
+        for chunk, loc in work.chunk_locs.items():
+            if not txn.has("chunks", chunk):
+                txn.put_chunk_loc(chunk, loc)
+        for fid, rec in work.files.items():
+            txn.put("files", fid, rec, overwrite=False)
+        for tid, rec in work.trees.items():
+            txn.put("trees", tid, rec, overwrite=False)
+        for key, rec in work.statcache.items():
+            txn.put("statcache", key, rec)
+        if full:
+            stale = [k for k in txn.keys("statcache") if k not in work.seen_paths]
+            for key in stale:
+                txn.delete("statcache", key)
+        if cid is not None:
+            txn.put("commits", cid, enc)
+            head = (txn.meta("HEAD") or b"").decode()
+            if head.startswith("heads/"):
+                txn.set_ref(head, cid)
+            else:
+                txn.put("meta", b"HEAD", cid.hex().encode())
+        target = cid or parent
+        if tag is not None and target is not None:
+            txn.set_ref(f"tags/{tag}", target)
