@@ -35,9 +35,11 @@ RANKS: dict[str, float] = {
     # helpers that several operations share sit just below them
     "ignore": 3.3,  # .vfsignore rules, used by scan
     "scan": 3.5, "workspace": 3.5,
+    "reach": 3.5,  # reachability walk shared by gc and fsck
     # operations, one verb each: they may not import one another
     "snapshot": 4, "checkout": 4, "diff": 4, "gc": 4, "fsck": 4, "status": 4,
     "runs": 4, "remote": 4,
+    "api": 4.5,  # versionfs.Repo: repo.Repo plus one method per operation
     "view": 5,
     "fuse": 6,
     # the public API facade (versionfs/__init__.py) as an import target: only the
@@ -89,6 +91,15 @@ def _absolute(rel: str) -> str:
     return f"{PACKAGE}.{rel}" if rel else PACKAGE
 
 
+def _internal(target: str) -> str | None:
+    """The target relative to the package, or None for a third-party import."""
+    if target == PACKAGE:
+        return ""
+    if target.startswith(PACKAGE + "."):
+        return target[len(PACKAGE) + 1:]
+    return None
+
+
 def _resolve_from(node: ast.ImportFrom, rel: str, is_package: bool) -> str:
     if node.level == 0:
         return node.module or ""
@@ -97,6 +108,36 @@ def _resolve_from(node: ast.ImportFrom, rel: str, is_package: bool) -> str:
         base = base[:-1]
     base = base[: len(base) - (node.level - 1)]
     return ".".join(base + ([node.module] if node.module else []))
+
+
+def _top_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _is_submodule(source: str, name: str) -> bool:
+    """Whether ``from source import name`` imports a versionfs submodule.
+
+    True for a module that exists, and also for one not written yet: a name that the
+    package's ``__init__.py`` does not define can only be a submodule.
+    """
+    rel = _internal(source)
+    if rel is None:
+        return False
+    sub = f"{rel}.{name}" if rel else name
+    if sub in MODULES:
+        return True
+    init = MODULES.get(rel)
+    return init is not None and init.name == "__init__.py" \
+        and name not in _top_level_names(init)
 
 
 def _imports_of(path: Path) -> list[Import]:
@@ -109,11 +150,10 @@ def _imports_of(path: Path) -> list[Import]:
         elif isinstance(node, ast.ImportFrom):
             source = _resolve_from(node, rel, is_package)
             for alias in node.names:
-                sub = f"{source}.{alias.name}"
-                # ``from . import repo`` imports the submodule, not the package
-                is_module = sub.startswith(PACKAGE + ".") and \
-                    sub[len(PACKAGE) + 1:] in MODULES
-                found.append(Import(rel, sub if is_module else source, path, node.lineno))
+                target = source
+                if _is_submodule(source, alias.name):
+                    target = f"{source}.{alias.name}"
+                found.append(Import(rel, target, path, node.lineno))
     return found
 
 
@@ -124,15 +164,6 @@ def rank_of(rel: str) -> float:
     if rel in RANKS:
         return RANKS[rel]
     return RANKS.get(rel.split(".")[0], DEFAULT_RANK)
-
-
-def _internal(target: str) -> str | None:
-    """The target relative to the package, or None for a third-party import."""
-    if target == PACKAGE:
-        return ""
-    if target.startswith(PACKAGE + "."):
-        return target[len(PACKAGE) + 1:]
-    return None
 
 
 def test_the_package_was_found():
@@ -191,6 +222,8 @@ def _imp(module: str, target: str) -> Import:
     ("ignore", "versionfs.scan", False),
     ("snapshot", "versionfs.diff", False),
     ("view", "versionfs.snapshot", True),
+    ("api", "versionfs.checkout", True),
+    ("checkout", "versionfs.api", False),
     ("fuse.ops", "versionfs.view", True),
     ("fuse.ops", "versionfs.fuse.mount", True),
     ("view", "versionfs.fuse.ops", False),
@@ -214,3 +247,10 @@ def test_relative_imports_resolve():
     assert _resolve_from(node, "cli", True) == "versionfs.cli.base"
     node = ast.parse("from . import repo").body[0]
     assert _resolve_from(node, "snapshot", False) == "versionfs"
+
+
+def test_from_package_import_name():
+    assert _is_submodule("versionfs", "repo")
+    assert _is_submodule("versionfs", "not_written_yet")
+    assert not _is_submodule("versionfs", "__version__")
+    assert not _is_submodule("lmdb", "open")
