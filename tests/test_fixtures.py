@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
+import importlib
 import os
 import subprocess
 
 import pytest
 
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
-def _cli_importable() -> bool:
+
+def _skip_unless_cli_written() -> None:
+    """Skip while a versionfs module the CLI imports is still being written.
+
+    Only a missing *versionfs* module skips, and never under CI=true; any other import
+    error lets the test run and fail, so a real bug cannot hide here.
+    """
     try:
-        return importlib.util.find_spec("versionfs.cli.repo_cmds") is not None
-    except ImportError:
-        return False
+        importlib.import_module("versionfs.cli.commands")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("versionfs.") and not IN_CI:
+            pytest.skip(f"the CLI is not complete yet: {exc}")
 
 
 @pytest.mark.xfs
@@ -50,14 +58,12 @@ def test_storage_gives_a_directory(storage):
 
 
 def test_cli_help(cli):
-    if not _cli_importable():
-        pytest.skip("versionfs.cli.repo_cmds is not written yet")
+    _skip_unless_cli_written()
     result = cli("--help")
     assert "snapshot" in result.stdout
 
 
 def test_cli_fail_reports_unknown_command(cli):
-    if not _cli_importable():
-        pytest.skip("versionfs.cli.repo_cmds is not written yet")
+    _skip_unless_cli_written()
     result = cli.fail("no-such-command")
     assert "no-such-command" in result.stderr
