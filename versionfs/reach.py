@@ -1,0 +1,322 @@
+"""Reachability: which records and chunks the repository's roots keep alive.
+
+The roots are every ref, HEAD (also when detached) and the commits that run records
+name. ``mark`` walks commits (all parents), trees, file records and chunks from the
+roots, visiting each distinct object once, and reports what it cannot follow through
+a callback, so ``gc`` can refuse to sweep a damaged repository while ``fsck`` lists
+the damage and carries on. ``users_of`` answers the reverse question for a few bad
+ids: which commits and paths use them.
+
+Thread-safety: functions only; each works inside the one transaction it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgpack
+
+from .errors import CorruptObject
+from .hashing import hash_bytes
+from .model import (
+    ID_LEN, Kind, ObjectId, decode_chunkloc, decode_commit, decode_file, decode_tree,
+)
+
+EMPTY_ID = ObjectId(hash_bytes(b""))
+
+# Keys of a run record (a msgpack map) that name commits gc must keep.
+RUN_COMMIT_KEYS = ("inputs_commit", "outputs_commit")
+
+# Kinds of problem after which the mark is incomplete (something could not be walked).
+BLOCKING = frozenset({"ref", "head", "commit", "tree", "file"})
+
+Progress = Callable[[str, int, "int | None"], None]
+Report = Callable[[str, str, str], None]
+
+
+@dataclass(slots=True)
+class Reachable:
+    """Ids kept alive by the roots. ``files`` holds the id of every file entry (a
+    small file's id is its chunk's id); ``records`` those that have a ``files``
+    record (chunked files)."""
+
+    commits: set[bytes] = field(default_factory=set)
+    trees: set[bytes] = field(default_factory=set)
+    files: set[bytes] = field(default_factory=set)
+    records: set[bytes] = field(default_factory=set)
+    chunks: set[bytes] = field(default_factory=set)
+
+
+def _as_commit_id(value) -> bytes | None:
+    if isinstance(value, bytes) and len(value) == ID_LEN:
+        return value
+    if isinstance(value, str) and len(value) == ID_LEN * 2:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            return None
+    return None
+
+
+def run_roots(txn) -> set[bytes]:
+    """Commit ids that run records name (``inputs_commit``/``outputs_commit``).
+
+    A run record is expected to be a msgpack map; values that do not decode as one
+    name no commit. This is the hook through which the runs feature keeps the
+    commits of its runs alive across ``vfs gc``.
+    """
+    out: set[bytes] = set()
+    for _, raw in txn.items("runs"):
+        try:
+            rec = msgpack.unpackb(raw, raw=False)
+        except Exception:  # msgpack raises several unrelated types on bad input
+            continue
+        if not isinstance(rec, dict):
+            continue
+        for key in RUN_COMMIT_KEYS:
+            cid = _as_commit_id(rec.get(key))
+            if cid is not None:
+                out.add(cid)
+    return out
+
+
+def statcache_file_id(value: bytes) -> bytes | None:
+    """The file id a statcache value ends with, or None when it is malformed.
+
+    A statcache value is msgpack ``[dev, ino, size, mtime_ns, ctime_ns, mode,
+    file_id]``; only the last element matters here.
+    """
+    try:
+        row = msgpack.unpackb(value, raw=False)
+    except Exception:  # msgpack raises several unrelated types on bad input
+        return None
+    if isinstance(row, list) and row and isinstance(row[-1], bytes) and \
+            len(row[-1]) == ID_LEN:
+        return row[-1]
+    return None
+
+
+def roots(txn, report: Report | None = None) -> dict[bytes, str]:
+    """Every root commit id, with a label saying where it comes from."""
+    out: dict[bytes, str] = {}
+    for name, value in txn.items("refs"):
+        label = name.decode("utf-8", "replace")
+        if len(value) != ID_LEN:
+            if report:
+                report("ref", label, f"ref {label} is malformed ({len(value)} bytes)")
+            continue
+        out.setdefault(bytes(value), f"ref {label}")
+    head = (txn.meta("HEAD") or b"").decode("utf-8", "replace")
+    if head and not head.startswith("heads/"):
+        cid = _as_commit_id(head)
+        if cid is None:
+            if report:
+                report("head", "HEAD", f"HEAD is neither a branch nor a commit id: {head!r}")
+        else:
+            out.setdefault(cid, "detached HEAD")
+    for cid in run_roots(txn):
+        out.setdefault(cid, "a run record")
+    return out
+
+
+def mark(txn, root_ids: dict[bytes, str], threshold: int, *, report: Report,
+         progress: Progress | None = None) -> Reachable:
+    """Walk everything reachable from ``root_ids``; problems go to ``report``.
+
+    ``report(kind, object, message)``: kinds in ``BLOCKING`` mean the walk could
+    not follow something, so the result misses whatever lies beyond it.
+    """
+    live = Reachable()
+    tree_stack = _mark_commits(txn, root_ids, live, report)
+    _mark_trees(txn, tree_stack, threshold, live, report, progress)
+    return live
+
+
+def _mark_commits(txn, root_ids, live: Reachable, report: Report) -> list:
+    stack = [(cid, where) for cid, where in root_ids.items()]
+    trees: list[tuple[bytes, str]] = []
+    while stack:
+        cid, where = stack.pop()
+        if cid in live.commits:
+            continue
+        live.commits.add(cid)
+        short = ObjectId(cid).short
+        raw = txn.get("commits", cid)
+        if raw is None:
+            report("commit", cid.hex(), f"commit {short} (from {where}) is missing")
+            continue
+        try:
+            c = decode_commit(raw)
+        except CorruptObject as exc:
+            report("commit", cid.hex(), f"commit {short} (from {where}): {exc}")
+            continue
+        trees.append((bytes(c.tree), f"{short}:"))
+        for p in c.parents:
+            stack.append((bytes(p), f"parent of {short}"))
+    return trees
+
+
+def _mark_trees(txn, stack, threshold, live: Reachable, report: Report,
+                progress: Progress | None) -> None:
+    while stack:
+        tid, where = stack.pop()
+        if tid in live.trees:
+            continue
+        live.trees.add(tid)
+        if progress and len(live.trees) % 1000 == 0:
+            progress("mark", len(live.trees), None)
+        tree = _load_tree(txn, tid, where, report)
+        if tree is None:
+            continue
+        for e in tree.entries:
+            path = f"{where}{e.name}"
+            if e.kind is Kind.DIR:
+                if e.id not in live.trees:
+                    stack.append((bytes(e.id), path + "/"))
+            elif e.kind is Kind.FILE:
+                _mark_file(txn, e, path, threshold, live, report)
+            elif hash_bytes(e.target) != e.id:
+                report("entry", path, f"symlink {path}: its id is not the hash of its target")
+
+
+def _load_tree(txn, tid, where, report: Report):
+    raw = txn.get("trees", tid)
+    short = ObjectId(tid).short
+    if raw is None:
+        report("tree", tid.hex(), f"tree {short} (at {where}) is missing")
+        return None
+    try:
+        tree = decode_tree(raw)
+    except CorruptObject as exc:
+        report("tree", tid.hex(), f"tree {short} (at {where}): {exc}")
+        return None
+    keys = [e.name.encode("utf-8", "surrogateescape") for e in tree.entries]
+    if any(a >= b for a, b in zip(keys, keys[1:])):
+        report("tree", tid.hex(), f"tree {short} (at {where}): entries are not sorted "
+               "or a name repeats")
+    return tree
+
+
+def _mark_file(txn, e, path, threshold, live: Reachable, report: Report) -> None:
+    fid = bytes(e.id)
+    if fid in live.files:
+        return
+    live.files.add(fid)
+    if e.size == 0:
+        if fid != EMPTY_ID:
+            report("entry", path, f"file {path} is empty but its id is not the empty hash")
+        return
+    if e.size < threshold:
+        _mark_chunk(txn, fid, e.size, path, live, report)
+        return
+    raw = txn.get("files", fid)
+    if raw is None:
+        report("file", fid.hex(), f"file record {e.id.short} (of {path}) is missing")
+        return
+    live.records.add(fid)
+    try:
+        rec = decode_file(raw)
+    except CorruptObject as exc:
+        report("file", fid.hex(), f"file record {e.id.short} (of {path}): {exc}")
+        return
+    total = sum(c.length for c in rec.chunks)
+    if rec.size != e.size or total != e.size:
+        report("file", fid.hex(), f"file record {e.id.short} (of {path}) says {rec.size} "
+               f"bytes in chunks of {total} bytes, the tree says {e.size}")
+    for c in rec.chunks:
+        _mark_chunk(txn, bytes(c.id), c.length, path, live, report)
+
+
+def _mark_chunk(txn, cid: bytes, length: int, path: str, live: Reachable,
+                report: Report) -> None:
+    if cid in live.chunks:
+        return
+    live.chunks.add(cid)
+    raw = txn.get("chunks", cid)
+    short = ObjectId(cid).short
+    if raw is None:
+        report("chunk", cid.hex(), f"chunk {short} (of {path}) has no location")
+        return
+    try:
+        loc = decode_chunkloc(raw)
+    except (CorruptObject, ValueError):
+        report("chunk", cid.hex(), f"chunk {short} (of {path}) has a malformed location")
+        return
+    if loc.length != length:
+        report("chunk", cid.hex(), f"chunk {short} (of {path}) is {loc.length} bytes in "
+               f"the index but {length} bytes where it is used")
+
+
+def users_of(txn, root_ids, bad: set[bytes], threshold: int,
+             limit: int = 3) -> dict[bytes, list[str]]:
+    """For each id in ``bad`` (file, record or chunk ids), up to ``limit`` places
+    ``commit:path`` that use it. Cost: one walk of the distinct trees."""
+    memo: dict[bytes, list[tuple[str, bytes]]] = {}
+    files: dict[bytes, list[bytes]] = {}
+    out: dict[bytes, list[str]] = {b: [] for b in bad}
+    commits = _commit_ids(txn, root_ids)
+    for cid in sorted(commits):
+        raw = txn.get("commits", cid)
+        try:
+            tree = decode_commit(raw).tree if raw else None
+        except CorruptObject:
+            tree = None
+        if tree is None:
+            continue
+        for path, hit in _tree_hits(txn, bytes(tree), bad, threshold, memo, files):
+            if len(out[hit]) < limit:
+                out[hit].append(f"{ObjectId(cid).short}:{path}")
+    return out
+
+
+def _commit_ids(txn, root_ids) -> set[bytes]:
+    seen: set[bytes] = set()
+    stack = list(root_ids)
+    while stack:
+        cid = stack.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        raw = txn.get("commits", cid)
+        if raw is None:
+            continue
+        try:
+            stack.extend(bytes(p) for p in decode_commit(raw).parents)
+        except CorruptObject:
+            continue
+    return seen
+
+
+def _tree_hits(txn, tid, bad, threshold, memo, files) -> list[tuple[str, bytes]]:
+    if tid in memo:
+        return memo[tid]
+    memo[tid] = []  # guards against a (hostile) cycle
+    raw = txn.get("trees", tid)
+    try:
+        tree = decode_tree(raw) if raw else None
+    except CorruptObject:
+        tree = None
+    hits: list[tuple[str, bytes]] = []
+    for e in tree.entries if tree else ():
+        if e.kind is Kind.DIR:
+            hits += [(f"{e.name}/{p}", h)
+                     for p, h in _tree_hits(txn, bytes(e.id), bad, threshold, memo, files)]
+        elif e.kind is Kind.FILE:
+            hits += [(e.name, h) for h in _file_hits(txn, e, bad, threshold, files)]
+    memo[tid] = hits
+    return hits
+
+
+def _file_hits(txn, e, bad, threshold, files) -> list[bytes]:
+    fid = bytes(e.id)
+    hits = [fid] if fid in bad else []
+    if e.size >= threshold:
+        if fid not in files:
+            raw = txn.get("files", fid)
+            try:
+                files[fid] = [bytes(c.id) for c in decode_file(raw).chunks] if raw else []
+            except CorruptObject:
+                files[fid] = []
+        hits += [c for c in files[fid] if c in bad]
+    return hits
