@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..repo import Repo
+from ..api import Repo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,3 +44,28 @@ def warn(msg: str) -> None:
 
 def info(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+def progress_factory(what: str):
+    """A factory of byte-progress callbacks for long work, or None off a terminal.
+
+    The bar appears only after a moment (tqdm's ``delay``), so quick runs stay quiet.
+    """
+    if not sys.stderr.isatty():
+        return None
+
+    def factory(total: int):
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
+                   delay=0.5, leave=False, file=sys.stderr)
+
+        class _Progress:
+            def __call__(self, n: int) -> None:
+                bar.update(n)
+
+            def close(self) -> None:
+                bar.close()
+
+        return _Progress()
+
+    return factory

@@ -1,0 +1,61 @@
+"""The public Python API: ``versionfs.Repo`` with one method per operation.
+
+This is the repository core (``repo.Repo``) plus the verbs (snapshot, diff, status,
+checkout, gc, fsck), which live in their own modules below this one. Use it as::
+
+    from versionfs import Repo
+    repo = Repo.init("data")                    # or Repo.open("data")
+    repo.snapshot(message="raw import", tag="v1")
+    changes = repo.diff("v1")                   # v1 against the workspace
+    with repo.open("v1", "images/0001.png") as f:
+        header = f.read(16)
+
+Thread-safety: as ``repo.Repo``; writing verbs take the repository lock.
+"""
+
+from __future__ import annotations
+
+# checkout imported in the method until it lands
+from . import diff as _diff
+from . import fsck as _fsck
+from . import gc as _gc
+from . import repo as _repo
+from . import scan as _scan
+from . import snapshot as _snapshot
+
+
+class Repo(_repo.Repo):
+    """A versionfs repository; see ``Repo.init`` and ``Repo.open``."""
+
+    def snapshot(self, paths: list[str] | None = None, *, message: str = "",
+                 tag: str | None = None, **kw) -> _snapshot.SnapshotResult:
+        """Record the workspace (or ``paths`` in it) as a commit; see ``snapshot``."""
+        return _snapshot.snapshot(self, paths, message=message, tag=tag, **kw)
+
+    def diff(self, a: str = "HEAD", b: str | None = None, **scan_kw) -> _diff.DiffResult:
+        """Changes from revision ``a`` to revision ``b`` (default: the workspace)."""
+        old = self.commit(self.resolve(a)).tree
+        if b is None:
+            work = _scan.scan_workspace(self, **scan_kw)
+            return _diff.diff_trees(self, old, work, work.root)
+        return _diff.diff_trees(self, old, self, self.commit(self.resolve(b)).tree)
+
+    def status(self, **scan_kw) -> _diff.DiffResult:
+        """Changes in the workspace since HEAD (everything is added before a commit)."""
+        work = _scan.scan_workspace(self, **scan_kw)
+        head = self.head()
+        return _diff.diff_trees(self, self.commit(head).tree if head else None,
+                                work, work.root)
+
+    def checkout(self, rev: str, *, into: str | None = None, force: bool = False, **kw):
+        """Materialize ``rev`` into the workspace (or ``into``); see ``checkout``."""
+        from . import checkout as _checkout
+        return _checkout.checkout(self, rev, into=into, force=force, **kw)
+
+    def gc(self, **kw):
+        """Delete what no ref, tag or run reaches; see ``gc``."""
+        return _gc.gc(self, **kw)
+
+    def fsck(self, *, verify_data: bool = False, **kw):
+        """Check the repository (and with ``verify_data`` every byte); see ``fsck``."""
+        return _fsck.fsck(self, verify_data=verify_data, **kw)

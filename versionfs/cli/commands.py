@@ -1,0 +1,5 @@
+"""Imports every command module so each registers its commands on ``cli``."""
+
+from . import repo_cmds  # noqa: F401
+from . import maint_cmds  # noqa: F401
+from . import diff_cmds  # noqa: F401

@@ -1,0 +1,26 @@
+"""Human-readable formatting shared by the commands: sizes, times, summaries."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+
+def fmt_bytes(n: int) -> str:
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    value = float(n)
+    for unit in units:
+        if abs(value) < 1024 or unit == units[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def fmt_time(ns: int, *, iso: bool = False) -> str:
+    t = _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).astimezone()
+    return t.isoformat(timespec="seconds") if iso else t.strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def short_summary(changes) -> dict:
+    """Counts of a ``DiffResult``, for one-line summaries and JSON."""
+    return {"added": len(changes.added), "modified": len(changes.modified),
+            "removed": len(changes.removed), "renamed": len(changes.renamed)}
