@@ -1,0 +1,416 @@
+"""The FUSE-free view of a commit, called directly (no mount).
+
+Real repositories made with ``snapshot`` for most tests; an in-memory fake repository
+for what would be too big to store (a file over 4 GiB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import stat
+
+import pytest
+
+from versionfs.errors import CorruptObject, NotADirectory, PathNotFound, UnknownRevision
+from versionfs.hashing import hash_bytes
+from versionfs.model import ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry
+from versionfs.model import BlobKind, encode_tree, tree_id
+from versionfs.repo import Repo
+from versionfs.snapshot import snapshot
+from versionfs.view import ROOT_INO, NoSuchAttribute, View, _FileTable
+
+ODD_NAME = b"caf\xe9 \xff\x01name"  # not UTF-8, holds a control byte
+
+
+def _write(path, data: bytes, mtime_ns: int | None = None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """A workspace with two commits: v1 (tag) and v2 (HEAD)."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    rnd = random.Random(7)
+    _write(root / "small.txt", b"hello world\n")
+    _write(root / "twin1", b"same bytes", 1_600_000_000_000_000_000)
+    _write(root / "twin2", b"same bytes", 1_600_000_000_000_000_000)
+    _write(root / "data" / "big.bin", rnd.randbytes(9_000_000))
+    _write(root / "data" / "empty.bin", b"")
+    os.chmod(root / "small.txt", 0o640)
+    os.mkdir(root / "emptydir")
+    os.symlink("small.txt", root / "link")
+    _write(os.path.join(os.fsencode(root), ODD_NAME), b"odd")
+    repo = Repo.init(str(root))
+    snapshot(repo, message="one", tag="v1")
+    _write(root / "small.txt", b"changed\n")
+    _write(root / "new.txt", b"new file\n")
+    snapshot(repo, message="two")
+    yield repo, root
+    repo.close()
+
+
+def _walk(view: View, ino: int, prefix: bytes = b""):
+    """Every entry below ``ino`` as {path: Attr}, via readdir."""
+    out = {}
+    for ent in view.readdir(ino):
+        if ent.name in (b".", b".."):
+            continue
+        path = prefix + ent.name
+        out[path] = ent.attr
+        if stat.S_ISDIR(ent.attr.mode):
+            out.update(_walk(view, ent.attr.ino, path + b"/"))
+    return out
+
+
+def _read_all(view: View, ino: int, step: int = 128 << 10) -> bytes:
+    fh = view.open(ino)
+    try:
+        parts, off = [], 0
+        while True:
+            data = bytes(view.read(fh, off, step))
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+            off += len(data)
+    finally:
+        view.release(fh)
+
+
+def _native(root) -> dict:
+    out = {}
+    base = os.fsencode(root)
+    for dirpath, dirs, files in os.walk(base):
+        dirs[:] = [d for d in dirs if d != b".vfs"]
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            out[os.path.relpath(full, base)] = os.lstat(full)
+    return out
+
+
+def test_view_of_a_commit_equals_the_workspace(ws):
+    repo, root = ws
+    view = View(repo, "HEAD")
+    seen = _walk(view, ROOT_INO)
+    native = _native(root)
+    assert set(seen) == set(native)
+    for path, attr in seen.items():
+        st = native[path]
+        assert attr.mode == st.st_mode, path
+        assert attr.mtime_ns == st.st_mtime_ns, path
+        full = os.path.join(os.fsencode(root), path)
+        if stat.S_ISREG(st.st_mode):
+            assert attr.size == st.st_size
+            assert attr.blocks == (st.st_size + 511) // 512
+            with open(full, "rb") as f:
+                assert _read_all(view, attr.ino) == f.read(), path
+        elif stat.S_ISLNK(st.st_mode):
+            assert view.readlink(attr.ino) == os.readlink(full)
+            assert attr.size == len(os.readlink(full))
+
+
+def test_lookup_matches_readdir_and_handles_dots(ws):
+    repo, _ = ws
+    view = View(repo, "HEAD")
+    data = view.lookup(ROOT_INO, b"data")
+    assert stat.S_ISDIR(data.mode)
+    big = view.lookup(data.ino, b"big.bin")
+    assert big.size == 9_000_000
+    assert view.lookup(data.ino, b"..").ino == ROOT_INO
+    assert view.lookup(data.ino, b".").ino == data.ino
+    assert view.lookup(ROOT_INO, b"..").ino == ROOT_INO
+    assert view.lookup(ROOT_INO, ODD_NAME).size == 3
+    assert view.getattr(big.ino) == big
+    with pytest.raises(PathNotFound) as err:
+        view.lookup(ROOT_INO, b"nope")
+    assert err.value.errno == errno.ENOENT
+    with pytest.raises(NotADirectory) as err:
+        view.lookup(big.ino, b"x")
+    assert err.value.errno == errno.ENOTDIR
+
+
+def test_reads_at_any_offset_and_size(ws):
+    repo, root = ws
+    view = View(repo, "v1", cache_bytes=4 << 20)
+    with open(root / "data" / "big.bin", "rb") as f:
+        want = f.read()
+    big = view.lookup(view.lookup(ROOT_INO, b"data").ino, b"big.bin")
+    fh = view.open(big.ino)
+    rnd = random.Random(1)
+    n = len(want)
+    cases = [(0, 0), (0, 1), (n - 1, 1), (n - 1, 10), (n, 1), (n + 5, 100), (0, n + 100),
+             (n - 3000, 1 << 20), (123, 4 << 20)]
+    cases += [(rnd.randrange(n), rnd.randrange(1, 3 << 20)) for _ in range(200)]
+    for off, size in cases:
+        assert bytes(view.read(fh, off, size)) == want[off: off + size], (off, size)
+    view.release(fh)
+    empty = view.lookup(view.lookup(ROOT_INO, b"data").ino, b"empty.bin")
+    assert view.read(view.open(empty.ino), 0, 4096) == b""
+
+
+def test_sequential_small_reads_hash_each_chunk_once(ws):
+    repo, _ = ws
+    view = View(repo, "HEAD", prefetch_workers=0)
+    big = view.lookup(view.lookup(ROOT_INO, b"data").ino, b"big.bin")
+    nchunks = len(repo.chunks(repo.entry(repo.resolve("HEAD"), "data/big.bin")))
+    assert nchunks > 1
+    _read_all(view, big.ino, step=4096)
+    assert view.chunks.loads == nchunks
+
+
+def test_identical_content_shares_an_inode_and_dirs_do_not(ws):
+    repo, _ = ws
+    view = View(repo, None)
+    v1 = view.lookup(view.lookup(ROOT_INO, b"tags").ino, b"v1")
+    head = view.lookup(ROOT_INO, b"HEAD")
+    assert view.lookup(v1.ino, b"twin1").ino == view.lookup(head.ino, b"twin1").ino
+    assert view.lookup(head.ino, b"twin1").ino == view.lookup(head.ino, b"twin2").ino
+    assert view.lookup(v1.ino, b"small.txt").ino != view.lookup(head.ino, b"small.txt").ino
+    assert view.lookup(v1.ino, b"emptydir").ino != view.lookup(head.ino, b"emptydir").ino
+    # a directory looked up twice is the same instance
+    assert view.lookup(v1.ino, b"data").ino == view.lookup(v1.ino, b"data").ino
+
+
+def test_all_versions_layout(ws):
+    repo, _ = ws
+    view = View(repo, None)
+    names = [e.name for e in view.readdir(ROOT_INO)]
+    assert names == [b".", b"..", b"HEAD", b"commits", b"heads", b"tags"]
+    tags = view.lookup(ROOT_INO, b"tags")
+    assert [e.name for e in view.readdir(tags.ino, 2)] == [b"v1"]
+    heads = view.lookup(ROOT_INO, b"heads")
+    assert [e.name for e in view.readdir(heads.ino, 2)] == [b"main"]
+    commits = view.lookup(ROOT_INO, b"commits")
+    ids = {c.id.hex().encode() for c in repo.log()}
+    assert {e.name for e in view.readdir(commits.ino, 2)} == ids
+    v1 = repo.resolve("v1")
+    c1 = view.lookup(commits.ino, v1.hex().encode())
+    assert view.getxattr(c1.ino, b"user.versionfs.commit") == v1.hex().encode()
+    assert c1.stable and not tags.stable
+    with pytest.raises(PathNotFound):
+        view.lookup(commits.ino, v1.hex()[:12].encode())
+    with pytest.raises(PathNotFound):
+        view.lookup(tags.ino, b"v9")
+
+
+def test_head_follows_new_snapshots(ws):
+    repo, root = ws
+    view = View(repo, None)
+    before = view.lookup(ROOT_INO, b"HEAD")
+    assert not before.stable
+    _write(root / "third.txt", b"3")
+    snapshot(repo, message="three", tag="release/v3")
+    after = view.lookup(ROOT_INO, b"HEAD")
+    assert after.ino != before.ino
+    assert view.lookup(after.ino, b"third.txt").size == 1
+    release = view.lookup(view.lookup(ROOT_INO, b"tags").ino, b"release")
+    v3 = view.lookup(release.ino, b"v3")
+    assert v3.ino != after.ino  # another path, so another directory instance
+    commit = b"user.versionfs.commit"
+    assert view.getxattr(v3.ino, commit) == view.getxattr(after.ino, commit)
+
+
+def test_xattrs(ws):
+    repo, _ = ws
+    view = View(repo, "v1")
+    small = view.lookup(ROOT_INO, b"small.txt")
+    names = view.listxattr(small.ino)
+    assert names == [b"user.versionfs.id", b"user.versionfs.commit"]
+    assert view.getxattr(small.ino, b"user.versionfs.id") == \
+        hash_bytes(b"hello world\n").hex().encode()
+    assert view.getxattr(ROOT_INO, b"user.versionfs.commit") == \
+        repo.resolve("v1").hex().encode()
+    with pytest.raises(NoSuchAttribute) as err:
+        view.getxattr(small.ino, b"user.versionfs.run")
+    assert err.value.errno == errno.ENODATA
+
+
+def test_forget_drops_every_inode(ws):
+    repo, _ = ws
+    view = View(repo, None)
+    counts: dict[int, int] = {}
+
+    def walk(ino):
+        for ent in view.readdir(ino):
+            if ent.name in (b".", b".."):
+                continue
+            counts[ent.attr.ino] = counts.get(ent.attr.ino, 0) + 1
+            if stat.S_ISDIR(ent.attr.mode):
+                walk(ent.attr.ino)
+
+    walk(ROOT_INO)
+    assert view.inode_count() > 20
+    view.forget(counts.items())
+    assert view.inode_count() == 1
+
+
+def test_damaged_chunk_is_an_error_not_data(ws):
+    repo, _ = ws
+    entry = repo.entry(repo.resolve("HEAD"), "data/big.bin")
+    ref = repo.chunks(entry)[1]
+    loc = repo.chunk_loc(ref.id)
+    path = repo.store.blob_path(loc.blob_kind, loc.blob)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        byte = os.pread(fd, 1, loc.offset + 10)
+        os.pwrite(fd, bytes([byte[0] ^ 0xFF]), loc.offset + 10)
+    finally:
+        os.close(fd)
+    view = View(repo, "HEAD")
+    big = view.lookup(view.lookup(ROOT_INO, b"data").ino, b"big.bin")
+    fh = view.open(big.ino)
+    assert len(view.read(fh, 0, 100)) == 100  # chunk 0 is intact
+    with pytest.raises(CorruptObject) as err:
+        view.read(fh, repo.chunks(entry)[0].length + 5, 100)
+    assert err.value.errno == errno.EIO
+    assert "damaged" in str(err.value)
+
+
+def test_unknown_revision(ws):
+    repo, _ = ws
+    with pytest.raises(UnknownRevision, match="unknown revision 'v7'"):
+        View(repo, "v7")
+
+
+# -- a fake repository: a file over 4 GiB and a directory of 100,000 entries -----------
+
+CHUNK = 1 << 20
+
+
+def _chunk_bytes(k: int) -> bytes:
+    return k.to_bytes(8, "little") * (CHUNK // 8)
+
+
+class _FakeTxn:
+    def __init__(self, trees):
+        self.trees = trees
+
+    def get(self, db, key):
+        return self.trees.get(bytes(key)) if db == "trees" else None
+
+
+class _FakeIndex:
+    def __init__(self, trees):
+        self.trees = trees
+
+    @contextlib.contextmanager
+    def read(self):
+        yield _FakeTxn(self.trees)
+
+
+class _FakeBlobs:
+    def read_verified(self, cid, loc):
+        return _chunk_bytes(loc.offset)
+
+
+class FakeRepo:
+    """Just what ``View`` reads: one commit with a huge file and a huge directory."""
+
+    vfs_dir = "/"
+
+    def __init__(self, file_size: int, dir_entries: int):
+        self.file_size = file_size
+        nchunks = -(-file_size // CHUNK)
+        self.refs_ = tuple(
+            ChunkRef(ObjectId(hash_bytes(b"%d" % k)),
+                     min(CHUNK, file_size - k * CHUNK)) for k in range(nchunks))
+        self.locs = {r.id: k for k, r in enumerate(self.refs_)}
+        big = [TreeEntry(f"f{i:06d}", Kind.FILE, 0o644, i, i, ObjectId(hash_bytes(b"x%d" % i)))
+               for i in range(dir_entries)]
+        bigdir = Tree(tuple(big))
+        bid = tree_id(encode_tree(bigdir))
+        huge = TreeEntry("huge", Kind.FILE, 0o600, file_size, 5, ObjectId(hash_bytes(b"h")))
+        top = Tree((TreeEntry("dir", Kind.DIR, 0o755, 0, 1, bid), huge))
+        self.top = tree_id(encode_tree(top))
+        self.index = _FakeIndex({bytes(self.top): encode_tree(top),
+                                 bytes(bid): encode_tree(bigdir)})
+        self.blobs = _FakeBlobs()
+        self.cid = ObjectId(hash_bytes(b"commit"))
+
+    def resolve(self, rev):
+        return self.cid
+
+    def commit(self, cid):
+        return Commit(self.top, (), 1, "a", "m")
+
+    def chunks(self, entry):
+        return self.refs_ if entry.name == "huge" else ()
+
+    def chunk_loc(self, cid):
+        return ChunkLoc(BlobKind.PACK, cid, self.locs[cid], CHUNK)
+
+
+def test_file_over_4_gib():
+    size = (5 << 30) + 12345
+    view = View(FakeRepo(size, 1), "x", cache_bytes=8 << 20)
+    huge = view.lookup(ROOT_INO, b"huge")
+    assert huge.size == size
+
+    def want(off, n):
+        n = max(0, min(n, size - off))
+        out = bytearray()
+        while n > 0:
+            k, inner = divmod(off, CHUNK)
+            piece = _chunk_bytes(k)[inner: inner + n]
+            out += piece
+            off += len(piece)
+            n -= len(piece)
+        return bytes(out)
+
+    fh = view.open(huge.ino)
+    for off in [(4 << 30) - 100, 4 << 30, (4 << 30) + CHUNK - 7, size - 10, size - 1, size,
+                size + 1 << 20]:
+        assert bytes(view.read(fh, off, 300_000)) == want(off, 300_000), off
+
+
+def test_directory_of_100000_entries():
+    view = View(FakeRepo(1, 100_000), "x", tree_cache_entries=1000)
+    d = view.lookup(ROOT_INO, b"dir")
+    names, off = [], 0
+    while True:  # read it the way the kernel does: a few entries per call, resuming
+        batch = []
+        for ent in view.readdir(d.ino, off):
+            batch.append(ent)
+            if len(batch) == 37:
+                break
+        if not batch:
+            break
+        names += [e.name for e in batch if e.name not in (b".", b"..")]
+        off = batch[-1].next_offset
+    assert len(names) == 100_000
+    assert names == sorted(names) and len(set(names)) == 100_000
+    assert view.lookup(d.ino, b"f099999").size == 99_999
+
+
+def test_file_table_against_a_dict():
+    table = _FileTable(8)
+    model: dict[int, int] = {}
+    rnd = random.Random(3)
+    live: list[int] = []
+    for step in range(20000):
+        if live and rnd.random() < 0.45:
+            ino = live.pop(rnd.randrange(len(live)))
+            i = table.slot(ino)
+            assert table.inos[i] == ino
+            table.remove(i)
+            del model[ino]
+        else:
+            ino = rnd.getrandbits(62) | (1 << 62)
+            i = table.slot(ino)
+            assert table.inos[i] == 0
+            table.insert(i, ino, 0, step)
+            model[ino] = step
+            live.append(ino)
+        if step % 997 == 0:
+            for k, v in model.items():
+                assert table.locs[table.slot(k)] == v
+    assert table.count == len(model)
+    for k, v in model.items():
+        assert table.locs[table.slot(k)] == v
