@@ -52,6 +52,17 @@ def stat_key(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
+def cache_key(rel: str) -> bytes:
+    """The stat cache key of workspace-relative path ``rel``."""
+    return _fs_name(rel)
+
+
+def cache_value(st: os.stat_result, fid: bytes) -> bytes:
+    """A stat cache value: a file with stat ``st`` holds file ``fid`` (used by
+    ``Scanner.cache_record``, and by checkout for the files it writes)."""
+    return msgpack.packb([*stat_key(st), bytes(fid)], use_bin_type=True)
+
+
 @dataclass(slots=True)
 class FileJob:
     """A workspace file whose content must be read."""
@@ -414,8 +425,7 @@ class Scanner:
             return
         if max(st.st_mtime_ns, st.st_ctime_ns) >= self.start_ns - RACY_NS:
             return
-        self.work.statcache[_fs_name(job.rel)] = msgpack.packb(
-            [*stat_key(st), bytes(job.fid)], use_bin_type=True)
+        self.work.statcache[cache_key(job.rel)] = cache_value(st, job.fid)
 
     # -- trees ---------------------------------------------------------------
     def build(self, node: _Dir) -> TreeEntry:
