@@ -185,9 +185,13 @@ def clone_file(src: str, dst: str) -> bool:
 class PackWriter:
     """Appends chunks to packs in tmp/; ``finish`` makes them durable and visible.
 
-    ``add`` returns the chunk's location as it will be once finished. Packs roll over
-    at about 64 MiB so gc can drop or rewrite them piecewise.
+    ``add`` returns the chunk's location as it will be once finished. Small chunks are
+    gathered in memory and written in large blocks; packs roll over at about 64 MiB so
+    gc can drop or rewrite them piecewise. Sealed packs are fsynced together in
+    ``finish`` rather than one by one, so the disk is never idle waiting for a sync.
     """
+
+    FLUSH = 8 << 20
 
     def __init__(self, store: ObjectStore):
         self.store = store
@@ -195,18 +199,35 @@ class PackWriter:
         self._tmp = ""
         self._name = None
         self._size = 0
-        self._done: list[tuple[str, ObjectId]] = []
+        self._buf = bytearray()
+        self._sealed: list[tuple[int, str, ObjectId]] = []
         self.bytes_written = 0
 
     def _open(self) -> None:
         self._tmp = self.store.tmp_path("pack")
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                           0o444)
         self._name = ObjectId(secrets.token_bytes(32))
         self._size = 0
 
     def add(self, data) -> ChunkLoc:
         if self._fd is None:
             self._open()
+        loc = ChunkLoc(BlobKind.PACK, self._name, self._size, len(data))
+        if len(data) >= self.FLUSH:
+            self._flush()
+            self._write(data)
+        else:
+            self._buf += data
+            if len(self._buf) >= self.FLUSH:
+                self._flush()
+        self._size += len(data)
+        self.bytes_written += len(data)
+        if self._size >= PACK_TARGET:
+            self._seal()
+        return loc
+
+    def _write(self, data) -> None:
         try:
             view = memoryview(data)
             while view:
@@ -214,22 +235,16 @@ class PackWriter:
                 view = view[n:]
         except OSError as exc:
             raise from_oserror(exc, "writing a pack file") from None
-        loc = ChunkLoc(BlobKind.PACK, self._name, self._size, len(data))
-        self._size += len(data)
-        self.bytes_written += len(data)
-        if self._size >= PACK_TARGET:
-            self._seal()
-        return loc
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._write(self._buf)
+            self._buf = bytearray()
 
     def _seal(self) -> None:
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            raise from_oserror(exc, "syncing a pack file") from None
-        finally:
-            os.close(self._fd)
-            self._fd = None
-        self._done.append((self._tmp, self._name))
+        self._flush()
+        self._sealed.append((self._fd, self._tmp, self._name))
+        self._fd = None
 
     def finish(self) -> list[ObjectId]:
         """fsync and rename every pack into packs/; returns their ids."""
@@ -237,27 +252,38 @@ class PackWriter:
             self._seal()
         names = []
         dirs = set()
-        for tmp, name in self._done:
-            final = fan_out(self.store.packs, name)
-            dirs.add(os.path.dirname(final))
-            self.store._install(tmp, final)
-            names.append(name)
-        for d in dirs:
-            fsync_dir(d)
-        self._done.clear()
+        try:
+            for fd, _, _ in self._sealed:
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise from_oserror(exc, "syncing a pack file") from None
+            for fd, tmp, name in self._sealed:
+                final = fan_out(self.store.packs, name)
+                dirs.add(os.path.dirname(final))
+                self.store._install(tmp, final)
+                names.append(name)
+            for d in dirs:
+                fsync_dir(d)
+        finally:
+            for fd, _, _ in self._sealed:
+                os.close(fd)
+            self._sealed.clear()
         return names
 
     def abort(self) -> None:
+        """Forget everything not yet finished and delete its temporary files."""
         if self._fd is not None:
-            os.close(self._fd)
+            self._buf = bytearray()
+            self._sealed.append((self._fd, self._tmp, self._name))
             self._fd = None
-            self._done.append((self._tmp, self._name))
-        for tmp, _ in self._done:
+        for fd, tmp, _ in self._sealed:
+            os.close(fd)
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        self._done.clear()
+        self._sealed.clear()
 
 
 class BlobReader:

@@ -21,6 +21,7 @@ import os
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -157,12 +158,27 @@ class Ingestor:
 
     # -- files --------------------------------------------------------------
     def ingest(self, job: FileJob) -> None:
+        """Read, hash and (with ``store``) keep one file of any size."""
+        self._retrying(job, self._ingest_any)
+
+    def read_small(self, job: FileJob) -> bytes | None:
+        """Read and hash a small file without storing it (safe in worker threads).
+
+        Returns its bytes for ``keep_small``, or None when it grew past the
+        threshold meanwhile and was ingested whole instead.
+        """
+        box: list = []
+        self._retrying(job, lambda j: self._ingest_any(j, box))
+        return box[0] if box else None
+
+    def keep_small(self, job: FileJob, data: bytes) -> None:
+        if self.store and data:
+            self._keep_chunk(data, job.fid)
+
+    def _retrying(self, job: FileJob, attempt) -> None:
         for _ in range(RETRIES):
             try:
-                if self.clones and job.st.st_size >= self.params.threshold:
-                    done = self._ingest_clone(job)
-                else:
-                    done = self._ingest_read(job)
+                done = attempt(job)
             except VfsError:
                 raise
             except OSError as exc:
@@ -177,63 +193,73 @@ class Ingestor:
             "stop the program writing it, or add it to .vfsignore, and retry"
         )
 
-    def _open(self, job: FileJob) -> int:
-        return os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    def _ingest_any(self, job: FileJob, box: list | None = None) -> bool:
+        """One attempt at a file; False when it changed meanwhile (try again).
 
-    def _ingest_read(self, job: FileJob) -> bool:
-        """Read the file itself; True when it did not change meanwhile."""
-        fd = self._open(job)
+        The kind of storage follows the size seen on the open file, so a file that
+        grew or shrank past the threshold since the walk is still stored right.
+        """
+        fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             before = os.fstat(fd)
             if before.st_size < self.params.threshold:
-                data = _read_all(fd, before.st_size)
-                after = os.fstat(fd)
-                if stat_key(before) != stat_key(after) or len(data) != after.st_size:
-                    return False
-                if len(data) >= self.params.threshold:
-                    return False
-                job.fid = ObjectId(hash_bytes(data))
-                job.size = len(data)
-                if self.store and data:
-                    self._keep_chunk(data, job.fid)
-                self._tick(len(data))
-                return True
-            reader = _Reader(fd)
-            refs = []
-            for chunk in chunking.iter_stream(reader.read, self.params):
-                cid = hash_bytes(chunk)
-                refs.append(ChunkRef(ObjectId(cid), len(chunk)))
-                if self.store:
-                    self._keep_chunk(chunk, cid)
-                self._tick(len(chunk))
-            after = os.fstat(fd)
-            if stat_key(before) != stat_key(after) or reader.total != after.st_size:
-                return False
-            self._record(job, FileRecord(reader.total, tuple(refs)))
-            return True
+                return self._small(job, fd, before, box)
+            if self.clones:
+                return self._clone(job, fd, before)
+            return self._stream(job, fd, before)
         finally:
             os.close(fd)
 
-    def _ingest_clone(self, job: FileJob) -> bool:
-        """Clone the file into tmp/, then hash the clone: an atomic picture."""
-        fd = self._open(job)
+    def _small(self, job: FileJob, fd: int, before, box: list | None) -> bool:
+        """A file below the threshold: one chunk whose id is the file's id."""
+        data = _read_all(fd, before.st_size)
+        after = os.fstat(fd)
+        if stat_key(before) != stat_key(after) or len(data) != after.st_size \
+                or len(data) >= self.params.threshold:
+            return False
+        job.fid = ObjectId(hash_bytes(data))
+        job.size = len(data)
+        if box is None:
+            self.keep_small(job, data)
+        else:
+            box.append(data)
+        self._tick(len(data))
+        return True
+
+    def _stream(self, job: FileJob, fd: int, before) -> bool:
+        """A large file read in place: cut, hash, and pack its new chunks."""
+        reader = _Reader(fd)
+        refs = []
+        for chunk in chunking.iter_stream(reader.read, self.params):
+            cid = hash_bytes(chunk)
+            refs.append(ChunkRef(ObjectId(cid), len(chunk)))
+            if self.store:
+                self._keep_chunk(chunk, cid)
+            self._tick(len(chunk))
+        after = os.fstat(fd)
+        if stat_key(before) != stat_key(after) or reader.total != after.st_size \
+                or reader.total < self.params.threshold:
+            return False
+        self._record(job, FileRecord(reader.total, tuple(refs)))
+        return True
+
+    def _clone(self, job: FileJob, fd: int, before) -> bool:
+        """A large file cloned into tmp/ first, then hashed: an atomic picture of it."""
+        tmp = self.repo.store.clone_to_tmp(fd)
+        if tmp is None:  # e.g. workspace on another filesystem than the repository
+            self.clones = False
+            return self._stream(job, fd, before)
+        after = os.fstat(fd)
         try:
-            before = os.fstat(fd)
-            tmp = self.repo.store.clone_to_tmp(fd)
-            if tmp is None:  # e.g. workspace on another filesystem than the repository
-                self.clones = False
-                return self._ingest_read(job)
-            after = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if stat_key(before) != stat_key(after):
-            job.cacheable = False  # the clone is consistent, but which state it holds is not known
-        try:
+            if os.stat(tmp).st_size < self.params.threshold:
+                return False  # shrank below the threshold: store it as a small file
+            if stat_key(before) != stat_key(after):
+                # The clone holds one consistent state, but not a known one: no cache.
+                job.cacheable = False
             rec = self._hash_clone(tmp)
             fid = self._record(job, rec)
             with self.lock:
-                exists = fid in self.installed or self._file_stored(fid)
-                if not exists:
+                if fid not in self.installed and not self._file_stored(fid):
                     self._install_clone(tmp, fid, rec)
                     tmp = None
         finally:
@@ -496,19 +522,36 @@ def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None =
     return work
 
 
+# Small files are read by this many threads at once: reading is latency-bound on a
+# cold cache, and open/read/fstat release the GIL.
+READERS = 8
+WINDOW = 256
+
+
 def _run_jobs(ing: Ingestor, jobs: list[FileJob], threshold: int, workers: int) -> None:
+    """Ingest every job: large files in ``workers`` threads, small files read ahead
+    by ``READERS`` threads and stored in order by this thread."""
     large = [j for j in jobs if j.st.st_size >= threshold]
     small = [j for j in jobs if j.st.st_size < threshold]
-    if not large:
-        for job in small:
-            ing.ingest(job)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vfs-ingest") as pool:
+    with ThreadPoolExecutor(max_workers=workers + READERS,
+                            thread_name_prefix="vfs-ingest") as pool:
         futures = [pool.submit(ing.ingest, j) for j in large]
+        pending: deque = deque()
         for job in small:
-            ing.ingest(job)
+            pending.append((job, pool.submit(ing.read_small, job)))
+            if len(pending) >= WINDOW:
+                _keep_next(ing, pending)
+        while pending:
+            _keep_next(ing, pending)
         for fut in futures:
             fut.result()
+
+
+def _keep_next(ing: Ingestor, pending: deque) -> None:
+    job, fut = pending.popleft()
+    data = fut.result()
+    if data is not None:
+        ing.keep_small(job, data)
 
 
 def _walk_path(scanner: Scanner, rel: str):
