@@ -15,7 +15,7 @@ Thread-safety: as ``repo.Repo``; writing verbs take the repository lock.
 
 from __future__ import annotations
 
-# checkout imported in the method until it lands
+from . import checkout as _checkout
 from . import diff as _diff
 from . import fsck as _fsck
 from . import gc as _gc
@@ -49,7 +49,6 @@ class Repo(_repo.Repo):
 
     def checkout(self, rev: str, *, into: str | None = None, force: bool = False, **kw):
         """Materialize ``rev`` into the workspace (or ``into``); see ``checkout``."""
-        from . import checkout as _checkout
         return _checkout.checkout(self, rev, into=into, force=force, **kw)
 
     def gc(self, **kw):
