@@ -241,9 +241,11 @@ def _changed_bytes(old_src, new_src, c: Change) -> int:
     o, n = c.old, c.new
     if n.kind is Kind.SYMLINK:
         return len(n.target) if o.kind is not Kind.SYMLINK or o.target != n.target else 0
+    if o.kind is not Kind.FILE:
+        return n.size
     if o.id == n.id:
         return 0
-    before = {r.id for r in old_src.chunks(o)} if o.kind is Kind.FILE else set()
+    before = {r.id for r in old_src.chunks(o)}
     return sum(r.length for r in new_src.chunks(n) if r.id not in before)
 
 

@@ -241,8 +241,7 @@ def _mark_chunk(txn, cid: bytes, length: int, path: str, live: Reachable,
     try:
         loc = decode_chunkloc(raw)
     except (CorruptObject, ValueError):
-        report("chunk", cid.hex(), f"chunk {short} (of {path}) has a malformed location")
-        return
+        return  # fsck's pass over every chunk location reports it, with its users
     if loc.length != length:
         report("chunk", cid.hex(), f"chunk {short} (of {path}) is {loc.length} bytes in "
                f"the index but {length} bytes where it is used")
