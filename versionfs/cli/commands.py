@@ -4,3 +4,4 @@ from . import repo_cmds  # noqa: F401
 from . import maint_cmds  # noqa: F401
 from . import diff_cmds  # noqa: F401
 from . import checkout_cmds  # noqa: F401
+from . import mount_cmds  # noqa: F401

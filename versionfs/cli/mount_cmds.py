@@ -1,0 +1,70 @@
+"""``versionfs mount``, ``umount`` and ``mounts``: serve versions as read-only directories.
+
+pyfuse3 and trio are imported only when a mount starts, so other commands stay quick.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .base import cli, emit_json, info
+
+
+@cli.command("mount")
+@click.argument("spec", metavar="REPO[@REV]")
+@click.argument("mountpoint", type=click.Path())
+@click.option("-f", "--foreground", is_flag=True,
+              help="Stay in the foreground (log to stderr); Ctrl-C unmounts.")
+@click.option("--allow-other", is_flag=True,
+              help="Let other users see the mount (needs user_allow_other in "
+                   "/etc/fuse.conf unless you are root).")
+@click.option("--debug", is_flag=True,
+              help="Log every FUSE request (to stderr with -f, else to the mount's log).")
+@click.pass_context
+def mount_cmd(ctx: click.Context, spec: str, mountpoint: str, foreground: bool,
+              allow_other: bool, debug: bool) -> None:
+    """Mount a version of a repository read-only at MOUNTPOINT.
+
+    \b
+    REPO@REV serves one commit (REV: id or prefix, tag, branch, HEAD, HEAD~N);
+    REPO alone serves every version side by side:
+      HEAD/  tags/<name>/  heads/<name>/  commits/<full id>/
+    Returns once the mount answers; 'versionfs umount MOUNTPOINT' unmounts.
+    """
+    from ..fuse.mount import mount
+    mount(spec, mountpoint, default_repo=ctx.obj["path"], foreground=foreground,
+          allow_other=allow_other, debug=debug, say=info)
+
+
+@cli.command("umount")
+@click.argument("mountpoint", type=click.Path())
+@click.option("-z", "--lazy", is_flag=True,
+              help="Detach now even if busy; the mount goes away when no longer used.")
+def umount_cmd(mountpoint: str, lazy: bool) -> None:
+    """Unmount a versionfs mount and wait for its daemon to exit."""
+    from ..fuse.mounts import umount
+    umount(mountpoint, lazy=lazy)
+
+
+@cli.command("mounts")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def mounts_cmd(as_json: bool) -> None:
+    """List active versionfs mounts with their repository and revision."""
+    from ..fuse.mounts import active_mounts
+    rows = []
+    for entry, state in active_mounts():
+        rows.append({
+            "mountpoint": entry.mountpoint,
+            "repo": state.repo if state else None,
+            "rev": state.rev if state else None,
+            "commit": state.commit if state else None,
+            "pid": state.pid if state else None,
+        })
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        rev = "(all versions)" if r["repo"] and r["rev"] is None else (r["rev"] or "?")
+        commit = (r["commit"] or "")[:12]
+        click.echo(f"{r['mountpoint']}\t{r['repo'] or '?'}\t{rev}\t{commit}\t"
+                   f"pid {r['pid'] or '?'}")
