@@ -297,3 +297,24 @@ def test_cli_gc(cli, ext4_dir):
                          "packs_rewritten", "tmp_files", "bytes_freed"}
     with Repo.open(str(ws)) as repo:
         assert read_commit(repo, v1)["keep.txt"] == b"kept in every commit"
+
+
+def test_commits_passed_in_keep_are_roots(ext4_dir):
+    repo, v1, v2, v3 = _history(ext4_dir / "ws")
+    expected = read_commit(repo, v3)
+    set_ref(repo, "heads/main", v1)
+    r = gc(repo, keep=[v3, b"\x07" * 32])  # an unknown id is ignored
+    assert r.commits == 0
+    assert read_commit(repo, v3) == expected
+    assert gc(repo).commits == 2
+
+
+def test_cli_gc_keeps_commits_served_by_mounts(ext4_dir, monkeypatch):
+    mounts = pytest.importorskip("versionfs.fuse.mounts")
+    from versionfs.cli import maint_cmds
+    repo, v1, v2, v3 = _history(ext4_dir / "ws")
+    state = mounts.MountState("/mnt/x", str(ext4_dir / "ws"), v3.hex(), v3.hex(), 1, "")
+    other = mounts.MountState("/mnt/y", "s3://bucket/repo", None, v2.hex(), 1, "")
+    monkeypatch.setattr(mounts, "active_mounts", lambda: [(None, state), (None, other),
+                                                          (None, None)])
+    assert maint_cmds.mounted_commits(repo) == {bytes(v3)}

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import reach
@@ -62,8 +62,11 @@ class GcResult:
 
 
 def gc(repo, *, dry_run: bool = False, progress: Progress | None = None,
-       on_wait: Callable[[str], None] | None = None) -> GcResult:
+       on_wait: Callable[[str], None] | None = None, keep: Iterable[bytes] = ()) -> GcResult:
     """Remove unreachable records, blobs and tmp leftovers; compact sparse packs.
+
+    ``keep`` adds commit ids to the roots (the CLI passes the commits that live
+    mounts serve, so a mount of an otherwise unreachable commit keeps working).
 
     Error handling: raises ``CorruptObject`` (and removes nothing) when the walk
     from the roots meets a missing or undecodable commit, tree or file record;
@@ -71,17 +74,18 @@ def gc(repo, *, dry_run: bool = False, progress: Progress | None = None,
     A damaged chunk met while rewriting a pack leaves that pack as it is and adds
     a warning to the result.
     """
+    keep = {bytes(k): "kept by the caller" for k in keep}
     if dry_run:
-        return _plan_only(repo, progress)
+        return _plan_only(repo, progress, keep)
     with repo.lock(on_wait=on_wait):
-        return _collect(repo, progress)
+        return _collect(repo, progress, keep)
 
 
 # --------------------------------------------------------------------------
 # marking
 
 
-def _mark(repo, txn, progress) -> tuple[dict[bytes, str], reach.Reachable]:
+def _mark(repo, txn, progress, keep) -> tuple[dict[bytes, str], reach.Reachable]:
     blocking: list[str] = []
 
     def report(kind: str, obj: str, message: str) -> None:
@@ -89,7 +93,8 @@ def _mark(repo, txn, progress) -> tuple[dict[bytes, str], reach.Reachable]:
             blocking.append(message)
 
     root_ids = reach.roots(txn, report)
-    live = reach.mark(txn, root_ids, repo.params.threshold, report=report,
+    keep = {k: why for k, why in keep.items() if txn.has("commits", k)}  # gone: nothing to keep
+    live = reach.mark(txn, {**keep, **root_ids}, repo.params.threshold, report=report,
                       progress=progress)
     if blocking:
         more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
@@ -253,9 +258,9 @@ def _remove_tmp(leftovers) -> int:
 # the two modes
 
 
-def _plan_only(repo, progress) -> GcResult:
+def _plan_only(repo, progress, keep) -> GcResult:
     with repo.index.read() as txn:
-        _, live = _mark(repo, txn, progress)
+        _, live = _mark(repo, txn, progress, keep)
         dead = _dead_keys(txn, live)
         stale = _dead_statcache(txn, live)
         use = _blob_use(repo, txn, live.chunks.__contains__)
@@ -272,9 +277,9 @@ def _plan_only(repo, progress) -> GcResult:
     )
 
 
-def _collect(repo, progress) -> GcResult:
+def _collect(repo, progress, keep) -> GcResult:
     with repo.index.read() as txn:
-        root_ids, live = _mark(repo, txn, progress)
+        root_ids, live = _mark(repo, txn, progress, keep)
     with repo.index.write() as txn:
         if reach.roots(txn) != root_ids:
             raise LockBusy("the repository's refs changed while gc ran (a writer that "

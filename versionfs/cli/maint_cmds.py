@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict
 
@@ -10,6 +11,7 @@ import click
 from ..errors import VfsError
 from ..fsck import FsckResult, fsck
 from ..gc import GcResult, gc
+from ..repo import find_repo_dir
 from .base import cli, emit_json, info, open_repo, warn
 from .format import fmt_bytes
 
@@ -78,13 +80,34 @@ def gc_cmd(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """
     repo = open_repo(ctx)
     with PhaseBars() as bars:
-        result = gc(repo, dry_run=dry_run, progress=bars, on_wait=info)
+        result = gc(repo, dry_run=dry_run, progress=bars, on_wait=info,
+                    keep=mounted_commits(repo))
     for w in result.warnings:
         warn(w)
     if as_json:
         emit_json(asdict(result))
         return
     click.echo(gc_summary(result))
+
+
+def mounted_commits(repo) -> set[bytes]:
+    """Commits that live versionfs mounts of this repository serve: gc keeps them."""
+    try:
+        from ..fuse.mounts import active_mounts
+        mounts = active_mounts()
+    except (ImportError, OSError, VfsError):
+        return set()  # no mount support here, or no mount table: nothing is mounted
+    here = os.path.realpath(repo.vfs_dir)
+    out = set()
+    for _, state in mounts:
+        if state is None or not state.commit:
+            continue
+        try:
+            if os.path.realpath(find_repo_dir(state.repo)[0]) == here:
+                out.add(bytes.fromhex(state.commit))
+        except (VfsError, ValueError):
+            continue  # another repository, or a remote one
+    return out
 
 
 def gc_summary(r: GcResult) -> str:
