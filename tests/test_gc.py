@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from repo_helpers import (
-    blob_files, make_repo, read_commit, set_ref, snap, statcache, write,
+    blob_files, flip_byte, make_repo, read_commit, set_ref, snap, statcache, write,
 )
 from versionfs.errors import CorruptObject
 from versionfs.fsck import fsck
@@ -318,3 +318,29 @@ def test_cli_gc_keeps_commits_served_by_mounts(ext4_dir, monkeypatch):
     monkeypatch.setattr(mounts, "active_mounts", lambda: [(None, state), (None, other),
                                                           (None, None)])
     assert maint_cmds.mounted_commits(repo) == {bytes(v3)}
+
+
+def test_a_damaged_chunk_keeps_its_pack_from_being_rewritten(ext4_dir):
+    repo, v2 = _sparse_pack_repo(ext4_dir / "ws")
+    entry = repo.entry(v2, "f1.bin")
+    loc = repo.chunk_loc(entry.id)
+    pack = repo.store.blob_path(loc.blob_kind, loc.blob)
+    flip_byte(pack, loc.offset + 10)
+    r = gc(repo)
+    assert r.packs_rewritten == 0 and r.chunks == 18
+    assert len(r.warnings) == 1 and loc.blob.short in r.warnings[0]
+    assert os.path.exists(pack)
+    assert blob_files(repo, BlobKind.PACK) == [pack]  # the partial copy was dropped too
+    res = fsck(repo, verify_data=True)
+    assert [(p.kind, p.object) for p in res.problems] == [("chunk", entry.id.hex())]
+
+
+def test_phase_bars_draw_and_close(capsys):
+    from versionfs.cli.maint_cmds import PhaseBars
+    with PhaseBars() as bars:
+        bars.enabled = True
+        bars("mark", 1000, None)
+        bars("mark", 2000, None)
+        bars("verify data", 10, 100)
+        bars("verify data", 100, 100)
+    assert bars.bar is None
