@@ -1,0 +1,559 @@
+"""checkout: round trips, touching only what differs, conflicts, --into, damage, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from versionfs.checkout import checkout
+from versionfs.chunking import ChunkParams
+from versionfs.errors import Conflict, CorruptObject, StorageFull, UnknownRevision, UsageError
+from versionfs.model import BlobKind
+from versionfs.repo import Repo
+from versionfs.scan import cache_key, scan_workspace, stat_key
+from versionfs.snapshot import snapshot
+
+# Files of 64 KiB and more are cut into chunks (4-64 KiB), so "large" stays small.
+PARAMS = ChunkParams(threshold=64 << 10, min_size=4 << 10, avg_size=16 << 10,
+                     max_size=64 << 10)
+OLD = 1_600_000_000 * 10**9  # an mtime far from now: never racy
+
+
+def make_repo(ws: Path) -> Repo:
+    ws.mkdir(parents=True, exist_ok=True)
+    return Repo.init(str(ws), params=PARAMS)
+
+
+def put(ws: Path, rel: str, data: bytes | str, mode: int = 0o644, mtime: int = OLD) -> Path:
+    p = ws / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_symlink() or p.exists():
+        p.unlink()
+    p.write_bytes(data.encode() if isinstance(data, str) else data)
+    p.chmod(mode)
+    os.utime(p, ns=(mtime, mtime))
+    return p
+
+
+def link(ws: Path, rel: str, target: str, mtime: int = OLD) -> None:
+    p = ws / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, p)
+    os.utime(p, ns=(mtime, mtime), follow_symlinks=False)
+
+
+def settle_dirs(ws: Path, mtime: int = OLD) -> None:
+    """Give every directory below ``ws`` an old mtime (deepest first)."""
+    for root, dirs, _ in os.walk(ws, topdown=False):
+        for d in dirs:
+            p = os.path.join(root, d)
+            if not os.path.islink(p) and ".vfs" not in Path(p).relative_to(ws).parts:
+                os.utime(p, ns=(mtime, mtime))
+
+
+def describe(root: Path) -> dict[str, tuple]:
+    """Every entry below ``root`` (``.vfs`` excluded): kind, mode, mtime, content."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == ".":
+            dirs[:] = [d for d in dirs if d != ".vfs"]
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            s = os.lstat(p)
+            if stat.S_ISLNK(s.st_mode):
+                out[rel] = ("link", s.st_mtime_ns, os.readlink(p))
+            elif stat.S_ISDIR(s.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(s.st_mode), s.st_mtime_ns)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("file", stat.S_IMODE(s.st_mode), s.st_mtime_ns, f.read())
+    return out
+
+
+def inodes(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".vfs"]
+        for name in files:
+            s = os.lstat(os.path.join(dirpath, name))
+            out[os.path.relpath(os.path.join(dirpath, name), root)] = (s.st_ino, s.st_ctime_ns)
+    return out
+
+
+def snap(repo: Repo, tag: str) -> bytes:
+    return snapshot(repo, message=tag, tag=tag, allow_empty=True).commit
+
+
+def clean(repo: Repo) -> bool:
+    """Whether the workspace equals HEAD (the scan's root tree is HEAD's)."""
+    return scan_workspace(repo).root == repo.commit(repo.head()).tree
+
+
+def v1_tree(ws: Path) -> None:
+    put(ws, "a.txt", "alpha\n")
+    put(ws, "exec.sh", "#!/bin/sh\necho hi\n", mode=0o755)
+    put(ws, "ro.dat", b"\x00\x01read-only", mode=0o444)
+    put(ws, "priv", "secret", mode=0o600)
+    put(ws, "empty.bin", b"")
+    put(ws, "big.bin", os.urandom(300_000))
+    put(ws, "d/e/deep.txt", "deep")
+    put(ws, "d/sibling.txt", "sib")
+    put(ws, "gone/file", "will be removed in v2")
+    put(ws, "becomes_dir", "a file in v1, a directory in v2")
+    (ws / "becomes_file").mkdir()
+    put(ws, "becomes_file/inner", "a directory in v1")
+    link(ws, "link", "a.txt")
+    link(ws, "dangling", "does/not/exist")
+    (ws / "empty_dir").mkdir()
+    (ws / "ro_dir").mkdir()
+    put(ws, "ro_dir/x", "in a read-only dir")
+    os.chmod(ws / "ro_dir", 0o555)
+    settle_dirs(ws)
+
+
+def v2_mutate(ws: Path) -> None:
+    os.chmod(ws / "ro_dir", 0o755)
+    put(ws, "a.txt", "alpha, changed\n")
+    os.chmod(ws / "exec.sh", 0o644)
+    big = bytearray((ws / "big.bin").read_bytes())
+    big[150_000:150_010] = b"0123456789"
+    put(ws, "big.bin", bytes(big) + os.urandom(70_000))
+    (ws / "gone/file").unlink()
+    (ws / "gone").rmdir()
+    (ws / "becomes_dir").unlink()
+    put(ws, "becomes_dir/now", "inside")
+    (ws / "becomes_file/inner").unlink()
+    (ws / "becomes_file").rmdir()
+    put(ws, "becomes_file", "now a file")
+    (ws / "link").unlink()
+    link(ws, "link", "exec.sh")
+    put(ws, "new/sub/file", "added in v2")
+    put(ws, "ro_dir/x", "changed in a read-only dir")
+    os.utime(ws / "d/sibling.txt", ns=(OLD + 5, OLD + 5))  # metadata only
+    os.chmod(ws / "ro_dir", 0o555)
+    settle_dirs(ws, OLD + 10**9)
+
+
+@pytest.fixture
+def two_versions(storage):
+    ws = storage / "ws"
+    repo = make_repo(ws)
+    v1_tree(ws)
+    snap(repo, "v1")
+    d1 = describe(ws)
+    v2_mutate(ws)
+    snap(repo, "v2")
+    d2 = describe(ws)
+    assert d1 != d2
+    yield repo, ws, d1, d2
+    repo.close()
+
+
+# -- round trips ----------------------------------------------------------------------
+
+
+def test_round_trip_both_ways(two_versions, request):
+    repo, ws, d1, d2 = two_versions
+    res = checkout(repo, "v1")
+    assert describe(ws) == d1
+    assert clean(repo)
+    assert repo.head() == repo.resolve("v1") and repo.head_ref() is None
+    if request.node.callspec.params["storage"] == "xfs":
+        assert res.bytes_cloned == 300_000  # big.bin came back as a reflink
+    else:
+        assert res.bytes_cloned == 0 and res.bytes_written >= 300_000
+    checkout(repo, "v2")
+    assert describe(ws) == d2
+    assert clean(repo)
+
+
+def test_repeated_checkout_does_nothing(two_versions):
+    repo, ws, d1, _ = two_versions
+    checkout(repo, "v1")
+    before = inodes(ws)
+    res = checkout(repo, "v1")
+    assert (res.files_written, res.files_removed, res.files_updated) == (0, 0, 0)
+    assert inodes(ws) == before
+
+
+def test_switch_touches_only_differing_files(two_versions):
+    repo, ws, d1, d2 = two_versions
+    before = inodes(ws)
+    res = checkout(repo, "v1")
+    after = inodes(ws)
+    untouched = {"priv", "ro.dat", "empty.bin", "d/e/deep.txt"}
+    for rel in untouched:
+        assert after[rel] == before[rel], f"{rel} was touched"
+    assert after["a.txt"][0] != before["a.txt"][0]  # rewritten: a new inode
+    assert after["d/sibling.txt"][0] == before["d/sibling.txt"][0]  # only its mtime
+    assert res.files_updated == 2  # d/sibling.txt (mtime) and exec.sh (mode)
+    assert describe(ws) == d1
+
+
+def test_stat_cache_is_refreshed_for_written_files(two_versions):
+    repo, ws, _, _ = two_versions
+    time.sleep(0.15)  # past the racy window: the checkout's own scan caches the rest
+    checkout(repo, "v1")
+    key = cache_key("a.txt")
+    with repo.index.read() as txn:
+        rec = msgpack.unpackb(txn.get("statcache", key))
+    entry = repo.entry(repo.resolve("v1"), "a.txt")
+    assert rec == [*stat_key(os.lstat(ws / "a.txt")), bytes(entry.id)]
+    work = scan_workspace(repo)
+    # only the two files whose metadata alone changed are read again
+    assert work.stats.files_read == 2
+
+
+def test_branch_attaches_and_other_revisions_detach(two_versions):
+    repo, ws, d1, d2 = two_versions
+    checkout(repo, "v1")
+    assert repo.head_ref() is None
+    put(ws, "on_detached", "x")
+    res = snapshot(repo, message="on a detached head")
+    assert repo.head() == res.commit and repo.head_ref() is None
+    checkout(repo, "main")
+    assert repo.head_ref() == "heads/main" and repo.head() == repo.resolve("v2")
+    assert not (ws / "on_detached").exists()
+    assert describe(ws) == d2
+
+
+# -- conflicts ------------------------------------------------------------------------
+
+
+def test_uncommitted_change_is_a_conflict_naming_the_file(two_versions):
+    repo, ws, d1, d2 = two_versions
+    put(ws, "a.txt", "my local edit")
+    with pytest.raises(Conflict, match=r"a\.txt.*--force"):
+        checkout(repo, "v1")
+    assert (ws / "a.txt").read_text() == "my local edit"
+    assert describe(ws)["new/sub/file"] == d2["new/sub/file"]  # nothing was changed
+    assert repo.head() == repo.resolve("v2")
+    res = checkout(repo, "v1", force=True)
+    assert res.forced == ("a.txt",)
+    assert describe(ws) == d1
+
+
+def test_untracked_file_in_the_way_is_a_conflict(two_versions):
+    repo, ws, d1, _ = two_versions
+    checkout(repo, "v1")
+    put(ws, "new/sub/file", "untracked, but v2 has this path")
+    with pytest.raises(Conflict, match="new/sub/file"):
+        checkout(repo, "v2")
+    put(ws, "new/sub/file", "added in v2", mtime=OLD + 123)  # same content: no conflict
+    checkout(repo, "v2")
+    assert (ws / "new/sub/file").read_text() == "added in v2"
+
+
+def test_untracked_content_in_a_dir_replaced_by_a_file_is_a_conflict(two_versions):
+    repo, ws, _, _ = two_versions
+    put(ws, "becomes_dir/mine", "untracked")
+    with pytest.raises(Conflict, match="becomes_dir/mine"):
+        checkout(repo, "v1")
+    checkout(repo, "v1", force=True)
+    assert (ws / "becomes_dir").read_text() == "a file in v1, a directory in v2"
+
+
+def test_metadata_only_change_is_not_a_conflict(two_versions):
+    repo, ws, d1, _ = two_versions
+    os.utime(ws / "a.txt", ns=(OLD + 42, OLD + 42))
+    checkout(repo, "v1")
+    assert describe(ws) == d1
+
+
+def test_deleted_file_is_restored(two_versions):
+    repo, ws, _, d2 = two_versions
+    (ws / "a.txt").unlink()
+    checkout(repo, "HEAD")
+    assert describe(ws) == d2
+
+
+def test_many_conflicts_are_summarized(storage):
+    ws = storage / "ws"
+    repo = make_repo(ws)
+    for i in range(15):
+        put(ws, f"f{i:02d}", f"v1 {i}")
+    snap(repo, "v1")
+    for i in range(15):
+        put(ws, f"f{i:02d}", f"v2 {i}")
+    snap(repo, "v2")
+    for i in range(15):
+        put(ws, f"f{i:02d}", f"local {i}")
+    with pytest.raises(Conflict) as info:
+        checkout(repo, "v1")
+    msg = str(info.value)
+    assert "f00" in msg and "f09" in msg and "f10" not in msg and "and 5 more" in msg
+    assert "\n" not in msg
+
+
+def test_untracked_files_are_left_alone(two_versions):
+    repo, ws, d1, _ = two_versions
+    put(ws, "mine.txt", "untracked at the top")
+    put(ws, "new/sub/mine", "untracked inside a directory v1 does not have")
+    warnings = []
+    res = checkout(repo, "v1", warn=warnings.append)
+    assert (ws / "mine.txt").read_text() == "untracked at the top"
+    assert (ws / "new/sub/mine").read_text() == "untracked inside a directory v1 does not have"
+    assert not (ws / "new/sub/file").exists()
+    assert set(res.kept) == {"new/sub", "new"}
+    assert any("new/sub" in w for w in warnings)
+    rest = describe(ws)
+    for extra in ("mine.txt", "new", "new/sub", "new/sub/mine"):
+        rest.pop(extra)
+    assert rest == d1
+
+
+def test_ignored_file_in_the_way_is_a_conflict(storage):
+    ws = storage / "ws"
+    repo = make_repo(ws)
+    put(ws, "cache.bin", "tracked in v1")
+    snap(repo, "v1")
+    put(ws, ".vfsignore", "cache.bin\n")
+    put(ws, "cache.bin", "ignored now, and precious")
+    snap(repo, "v2")
+    with pytest.raises(Conflict, match="cache.bin"):
+        checkout(repo, "v1")
+    assert (ws / "cache.bin").read_text() == "ignored now, and precious"
+
+
+def test_symlink_in_the_workspace_cannot_redirect_writes(storage):
+    ws, outside = storage / "ws", storage / "outside"
+    outside.mkdir()
+    repo = make_repo(ws)
+    put(ws, "d/file", "inside")
+    snap(repo, "v1")
+    (ws / "d/file").unlink()
+    (ws / "d").rmdir()
+    link(ws, "d", str(outside))
+    snap(repo, "v2")
+    checkout(repo, "v1")
+    assert os.listdir(outside) == []
+    assert not (ws / "d").is_symlink() and (ws / "d/file").read_text() == "inside"
+
+
+# -- --into ---------------------------------------------------------------------------
+
+
+def test_into_a_new_directory(two_versions, tmp_path):
+    repo, ws, d1, d2 = two_versions
+    out = tmp_path / "export"
+    res = checkout(repo, "v1", into=str(out))
+    assert res.into == str(out) and res.head is None
+    assert describe(out) == d1
+    assert repo.head() == repo.resolve("v2") and describe(ws) == d2
+
+
+def test_into_refuses_a_non_empty_directory_without_force(two_versions, tmp_path):
+    repo, _, d1, _ = two_versions
+    out = tmp_path / "export"
+    put(out, "a.txt", "something else")
+    put(out, "big.bin/x", "a directory where v1 has a file")
+    with pytest.raises(Conflict, match="not empty"):
+        checkout(repo, "v1", into=str(out))
+    checkout(repo, "v1", into=str(out), force=True)
+    assert describe(out) == d1
+
+
+def test_into_the_repository_or_workspace_is_refused(two_versions):
+    repo, ws, _, _ = two_versions
+    with pytest.raises(UsageError, match="inside the repository"):
+        checkout(repo, "v1", into=str(ws / ".vfs" / "x"))
+    with pytest.raises(UsageError, match="is the workspace"):
+        checkout(repo, "v1", into=str(ws))
+
+
+def test_bare_repository_needs_into(tmp_path):
+    ws = tmp_path / "ws"
+    repo = make_repo(ws)
+    put(ws, "f", "x")
+    snap(repo, "v1")
+    repo.close()
+    bare = Repo(str(ws / ".vfs"), None)
+    try:
+        with pytest.raises(UsageError, match="--into"):
+            checkout(bare, "v1")
+        checkout(bare, "v1", into=str(tmp_path / "out"))
+        assert (tmp_path / "out/f").read_text() == "x"
+    finally:
+        bare.close()
+
+
+# -- damage and errors ------------------------------------------------------------------
+
+
+def _damage_chunk(repo: Repo, cid: bytes) -> None:
+    loc = repo.chunk_loc(cid)
+    path = repo.store.blob_path(loc.blob_kind, loc.blob)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(loc.offset)
+        byte = f.read(1)
+        f.seek(loc.offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_damaged_blob_fails_instead_of_writing_wrong_bytes(tmp_path):
+    ws = tmp_path / "ws"
+    repo = make_repo(ws)
+    put(ws, "small", "the original small file")
+    put(ws, "large", os.urandom(200_000))
+    snap(repo, "v1")
+    put(ws, "small", "changed")
+    put(ws, "large", os.urandom(200_000))
+    snap(repo, "v2")
+    v1 = repo.resolve("v1")
+    small = repo.entry(v1, "small")
+    _damage_chunk(repo, small.id)
+    with pytest.raises(CorruptObject, match="damaged"):
+        checkout(repo, "v1")
+    assert (ws / "small").read_text() == "changed"
+    assert not [n for n in os.listdir(ws) if n.startswith(".vfs-tmp")]
+    large = repo.entry(v1, "large")
+    chunks = repo.chunks(large)
+    assert repo.chunk_loc(chunks[0].id).blob_kind is BlobKind.PACK  # ext4: no clone
+    _damage_chunk(repo, chunks[-1].id)
+    with pytest.raises(CorruptObject):
+        checkout(repo, "v1", into=str(tmp_path / "out"))
+    assert not (tmp_path / "out/large").exists()
+
+
+def test_unknown_revision_fails_with_its_name(two_versions):
+    repo, _, _, _ = two_versions
+    with pytest.raises(UnknownRevision, match="'nope'"):
+        checkout(repo, "nope")
+
+
+def test_disk_full_is_a_clear_error(small_fs):
+    ws = small_fs / "ws"
+    repo = make_repo(ws)
+    put(ws, "data", os.urandom(6 << 20))
+    snap(repo, "v1")
+    put(ws, "data", os.urandom(6 << 20))
+    snap(repo, "v2")
+    filler = small_fs / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+    try:
+        with pytest.raises(StorageFull, match="no space left"):
+            checkout(repo, "v1")
+        assert repo.head() == repo.resolve("v2")
+        assert not [n for n in os.listdir(ws) if n.startswith(".vfs-tmp")]
+    finally:
+        filler.unlink()
+        repo.close()
+
+
+# -- the command line -----------------------------------------------------------------
+
+
+def test_cli_checkout(cli, tmp_path):
+    ws = tmp_path / "ws"
+    repo = make_repo(ws)
+    put(ws, "a.txt", "one")
+    snap(repo, "v1")
+    put(ws, "a.txt", "two")
+    snap(repo, "v2")
+    repo.close()
+    res = cli("checkout", "v1", cwd=ws)
+    assert "HEAD is now at" in res.stdout and "1 files written" in res.stderr
+    assert (ws / "a.txt").read_text() == "one"
+    out = json.loads(cli("checkout", "main", "--json", cwd=ws).stdout)
+    assert out["head"] == "heads/main" and out["files_written"] == 1
+    put(ws, "a.txt", "local")
+    fail = cli.fail("checkout", "v1", cwd=ws, code=Conflict.exit_code)
+    assert "a.txt" in fail.stderr and "--force" in fail.stderr
+    cli("checkout", "v1", "--force", cwd=ws)
+    assert (ws / "a.txt").read_text() == "one"
+    cli("checkout", "v2", "--into", tmp_path / "out", cwd=ws)
+    assert (tmp_path / "out/a.txt").read_text() == "two"
+    fail = cli.fail("checkout", "nope", cwd=ws, code=UnknownRevision.exit_code)
+    assert "unknown revision 'nope'" in fail.stderr
+
+
+# -- property: any tree survives a snapshot and a checkout ----------------------------
+
+NAMES = st.sampled_from(["a", "b", "c", "dd", "e.txt", "F", "g h", "ü"])
+MTIMES = st.integers(min_value=10**18, max_value=1_700_000_000 * 10**9)
+FILES = st.tuples(st.just("file"), st.binary(max_size=300),
+                  st.sampled_from([0o644, 0o600, 0o755, 0o444]), MTIMES)
+LINKS = st.tuples(st.just("link"), st.sampled_from(["a", "../b", "/nowhere", "dd/e.txt"]),
+                  MTIMES)
+TREES = st.recursive(
+    st.one_of(FILES, LINKS),
+    lambda kids: st.tuples(st.just("dir"), st.dictionaries(NAMES, kids, max_size=4),
+                           st.sampled_from([0o755, 0o700, 0o555]), MTIMES),
+    max_leaves=12)
+ROOTS = st.dictionaries(NAMES, TREES, max_size=5)
+
+
+def build(root: Path, tree: dict) -> None:
+    for name, node in tree.items():
+        p = root / name
+        if node[0] == "file":
+            p.write_bytes(node[1])
+            os.chmod(p, node[2])
+            os.utime(p, ns=(node[3], node[3]))
+        elif node[0] == "link":
+            os.symlink(node[1], p)
+            os.utime(p, ns=(node[2], node[2]), follow_symlinks=False)
+        else:
+            p.mkdir()
+            build(p, node[1])
+            os.chmod(p, node[2])
+            os.utime(p, ns=(node[3], node[3]))
+
+
+def wipe(ws: Path) -> None:
+    for name in os.listdir(ws):
+        if name == ".vfs":
+            continue
+        p = ws / name
+        if p.is_symlink() or not p.is_dir():
+            p.unlink()
+        else:
+            for dirpath, dirs, _ in os.walk(p):
+                for d in dirs:
+                    os.chmod(os.path.join(dirpath, d), 0o755)
+            os.chmod(p, 0o755)
+            shutil.rmtree(p)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(a=ROOTS, b=ROOTS)
+def test_any_trees_round_trip_and_switch(a, b):
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp) / "ws"
+        repo = make_repo(ws)
+        try:
+            build(ws, a)
+            snap(repo, "a")
+            da = describe(ws)
+            wipe(ws)
+            build(ws, b)
+            snap(repo, "b")
+            db = describe(ws)
+            checkout(repo, "a", into=str(Path(tmp) / "out"))
+            assert describe(Path(tmp) / "out") == da
+            checkout(repo, "a")
+            assert describe(ws) == da
+            checkout(repo, "b")
+            assert describe(ws) == db
+        finally:
+            repo.close()
