@@ -286,22 +286,39 @@ class PackWriter:
         self._sealed.clear()
 
 
+class _OpenBlob:
+    """An fd with a count of reads in flight, so eviction never closes it under one."""
+
+    __slots__ = ("fd", "users", "evicted")
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.users = 0
+        self.evicted = False
+
+
 class BlobReader:
-    """Reads chunk bytes from blobs through a small cache of open fds."""
+    """Reads chunk bytes from blobs through a small cache of open fds.
+
+    An fd evicted from the cache while a thread is reading through it is closed only
+    when that read ends: closing it earlier would let the number be reused by another
+    open file, and the read would return that file's bytes.
+    """
 
     def __init__(self, store: ObjectStore, max_fds: int = 128):
         self.store = store
-        self._fds: OrderedDict[tuple[int, bytes], int] = OrderedDict()
+        self._fds: OrderedDict[tuple[int, bytes], _OpenBlob] = OrderedDict()
         self._max = max_fds
         self._lock = threading.Lock()
 
-    def _fd(self, kind: BlobKind, blob: bytes) -> int:
+    def _acquire(self, kind: BlobKind, blob: bytes) -> _OpenBlob:
         key = (kind, blob)
         with self._lock:
-            fd = self._fds.get(key)
-            if fd is not None:
+            held = self._fds.get(key)
+            if held is not None:
                 self._fds.move_to_end(key)
-                return fd
+                held.users += 1
+                return held
         path = self.store.blob_path(kind, blob)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -311,22 +328,34 @@ class BlobReader:
                 "run 'vfs fsck'"
             ) from None
         with self._lock:
-            old = self._fds.get(key)
-            if old is not None:
+            held = self._fds.get(key)
+            if held is not None:
                 os.close(fd)
-                return old
-            self._fds[key] = fd
-            while len(self._fds) > self._max:
-                _, victim = self._fds.popitem(last=False)
-                os.close(victim)
-        return fd
+            else:
+                held = self._fds[key] = _OpenBlob(fd)
+                while len(self._fds) > self._max:
+                    _, victim = self._fds.popitem(last=False)
+                    victim.evicted = True
+                    if victim.users == 0:
+                        os.close(victim.fd)
+            held.users += 1
+            return held
+
+    def _release(self, held: _OpenBlob) -> None:
+        with self._lock:
+            held.users -= 1
+            if held.evicted and held.users == 0:
+                os.close(held.fd)
 
     def pread(self, loc: ChunkLoc, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes of a chunk (or of a range inside it), unverified."""
         if length is None:
             length = loc.length - offset
-        fd = self._fd(loc.blob_kind, loc.blob)
-        data = os.pread(fd, length, loc.offset + offset)
+        held = self._acquire(loc.blob_kind, loc.blob)
+        try:
+            data = os.pread(held.fd, length, loc.offset + offset)
+        finally:
+            self._release(held)
         if len(data) != length:
             raise CorruptObject(
                 f"blob {loc.blob.short} is truncated (wanted {length} bytes at "
@@ -346,8 +375,10 @@ class BlobReader:
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
+            for held in self._fds.values():
+                held.evicted = True
+                if held.users == 0:
+                    os.close(held.fd)
             self._fds.clear()
 
 

@@ -351,6 +351,21 @@ class Repo:
             raise MissingObject(f"chunk {ObjectId(cid).short} is missing; run 'vfs fsck'")
         return loc
 
+    def read_chunk(self, cid: bytes) -> bytes:
+        """A whole chunk, checked against its id.
+
+        If its blob vanished, the location is looked up once more: ``vfs gc`` may
+        have moved the chunk to a new pack between our lookup and our read.
+        """
+        loc = self.chunk_loc(cid)
+        try:
+            return self.blobs.read_verified(cid, loc)
+        except MissingObject:
+            again = self.chunk_loc(cid)
+            if again == loc:
+                raise
+            return self.blobs.read_verified(cid, again)
+
     def open_file(self, rev: str, path: str) -> VfsFile:
         """A read-only, seekable binary file of ``path`` in ``rev``; every chunk
         read is checked against its id (``CorruptObject`` on mismatch)."""
@@ -446,8 +461,7 @@ class VfsFile(io.RawIOBase):
     def _chunk(self, i: int) -> bytes:
         if self._cache is not None and self._cache[0] == i:
             return self._cache[1]
-        ref = self._chunks[i]
-        data = self.repo.blobs.read_verified(ref.id, self.repo.chunk_loc(ref.id))
+        data = self.repo.read_chunk(self._chunks[i].id)
         self._cache = (i, data)
         return data
 
