@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import bisect
 import errno
+import itertools
 import os
 import stat
+import struct
 import threading
 import time
 from array import array
@@ -48,6 +50,7 @@ _DIR_MODE = stat.S_IFDIR | 0o555
 XATTR_ID = b"user.versionfs.id"
 XATTR_COMMIT = b"user.versionfs.commit"
 XATTR_RUN = b"user.versionfs.run"
+_XATTR_PREFIX = b"user.versionfs."
 
 
 class NoSuchAttribute(VfsError):
@@ -114,7 +117,7 @@ class _FileTable:
 
     MAX_LOAD = 0.8
 
-    def __init__(self, capacity: int = 1024):
+    def __init__(self, capacity: int = 1 << 15):
         self._alloc(capacity)
         self.count = 0
 
@@ -135,11 +138,14 @@ class _FileTable:
                 return i
             i = i + 1 if i + 1 < cap else 0
 
-    def insert(self, i: int, ino: int, chk: int, loc: int) -> None:
+    def insert(self, i: int, ino: int, chk: int, loc: int) -> int:
+        """Fill empty slot ``i``; returns the slot ``ino`` ends up in."""
         self.inos[i], self.chks[i], self.locs[i], self.refs[i] = ino, chk, loc, 0
         self.count += 1
         if self.count > self.cap * self.MAX_LOAD:
             self._grow()
+            return self.slot(ino)
+        return i
 
     def _grow(self) -> None:
         old = (self.inos, self.chks, self.locs, self.refs)
@@ -169,31 +175,101 @@ class _FileTable:
         self.count -= 1
 
 
+class _PackedTree:
+    """A tree as compact as it can be while lookups stay fast: every name in one
+    blob (sorted, with an offset array) and one packed record per entry (kind,
+    mode, size, mtime, id): about 70 bytes an entry where decoded ``TreeEntry``
+    objects take 550, and no small objects to fragment the heap."""
+
+    __slots__ = ("blob", "offs", "recs", "targets")
+    REC = struct.Struct("<BIqq32s")
+
+    def __init__(self, tree: Tree):
+        rec = self.REC
+        buf = bytearray(rec.size * len(tree.entries))
+        names = []
+        self.targets: dict[int, bytes] = {}
+        for i, e in enumerate(tree.entries):
+            names.append(e.name.encode("utf-8", "surrogateescape"))
+            rec.pack_into(buf, i * rec.size, e.kind, e.mode, e.size, e.mtime_ns, e.id)
+            if e.target:
+                self.targets[i] = e.target
+        self.offs = array("Q", [0])
+        self.offs.extend(itertools.accumulate(len(n) for n in names))
+        self.blob = b"".join(names)
+        self.recs = bytes(buf)
+
+    def __len__(self) -> int:
+        return len(self.offs) - 1
+
+    def name(self, i: int) -> bytes:
+        return self.blob[self.offs[i]: self.offs[i + 1]]
+
+    def find(self, name: bytes) -> int:
+        """Index of ``name``, or -1 (names are sorted by their bytes)."""
+        blob, offs = self.blob, self.offs
+        lo, hi = 0, len(offs) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            probe = blob[offs[mid]: offs[mid + 1]]
+            if probe < name:
+                lo = mid + 1
+            elif probe > name:
+                hi = mid
+            else:
+                return mid
+        return -1
+
+    def key(self, i: int) -> memoryview:
+        """What makes a file inode: kind, mode, size, mtime and id, packed."""
+        size = self.REC.size
+        return memoryview(self.recs)[i * size: (i + 1) * size]
+
+    def fields(self, i: int) -> tuple[int, int, int, int, bytes]:
+        return self.REC.unpack_from(self.recs, i * self.REC.size)
+
+    def entry(self, i: int) -> TreeEntry:
+        kind, mode, size, mtime, oid = self.fields(i)
+        return TreeEntry(self.name(i).decode("utf-8", "surrogateescape"), Kind(kind), mode,
+                         size, mtime, ObjectId(oid), self.targets.get(i, b""))
+
+    def attr(self, ino: int, i: int) -> Attr:
+        kind, mode, size, mtime, _ = self.fields(i)
+        ftype = _FTYPE[kind]
+        if kind == Kind.SYMLINK:
+            size = len(self.targets.get(i, b""))
+        return Attr(ino, ftype | mode, size, mtime, 1, 0 if kind == Kind.DIR else
+                    (size + 511) // 512)
+
+
+_FTYPE = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}
+
+
 class _TreeCache:
-    """Decoded trees, least recently used first out, bounded by total entries
+    """Packed trees, least recently used first out, bounded by total entries
     (the most recent tree is always kept, however large)."""
 
     def __init__(self, repo: Repo, max_entries: int):
         self.repo = repo
         self.max = max_entries
-        self._trees: OrderedDict[bytes, Tree] = OrderedDict()
+        self._trees: OrderedDict[bytes, _PackedTree] = OrderedDict()
         self._entries = 0
         self._lock = threading.Lock()
 
-    def get(self, tid: bytes) -> Tree:
+    def get(self, tid: bytes) -> _PackedTree:
         with self._lock:
             tree = self._trees.get(tid)
             if tree is not None:
                 self._trees.move_to_end(tid)
                 return tree
-        tree = self._load(tid)
+        tree = _PackedTree(self._load(tid))
         with self._lock:
             if tid not in self._trees:
                 self._trees[tid] = tree
-                self._entries += len(tree.entries)
+                self._entries += len(tree)
             while self._entries > self.max and len(self._trees) > 1:
                 _, old = self._trees.popitem(last=False)
-                self._entries -= len(old.entries)
+                self._entries -= len(old)
         return tree
 
     def _load(self, tid: bytes) -> Tree:
@@ -285,35 +361,6 @@ class _Content:
             pos += c.length
 
 
-def _key_bytes(entry: TreeEntry) -> bytes:
-    return b"%d:%o:%d:%d:" % (entry.kind, entry.mode, entry.mtime_ns, entry.size) + entry.id
-
-
-def _bname(entry: TreeEntry) -> bytes:
-    return entry.name.encode("utf-8", "surrogateescape")
-
-
-def _find(tree: Tree, name: bytes) -> int:
-    """Index of ``name`` in ``tree``, or -1."""
-    entries = tree.entries
-    lo, hi = 0, len(entries)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        mk = _bname(entries[mid])
-        if mk < name:
-            lo = mid + 1
-        elif mk > name:
-            hi = mid
-        else:
-            return mid
-    return -1
-
-
-def _entry_attr(ino: int, e: TreeEntry) -> Attr:
-    size = len(e.target) if e.kind is Kind.SYMLINK else e.size
-    return Attr(ino, e.st_mode, size, e.mtime_ns, 1, (size + 511) // 512)
-
-
 def _gone(what: str) -> PathNotFound:
     return PathNotFound(f"{what} does not exist")
 
@@ -328,7 +375,7 @@ class View:
     """
 
     def __init__(self, repo: Repo, rev: str | None = None, *, cache_bytes: int = 64 << 20,
-                 tree_cache_entries: int = 100_000, prefetch_chunks: int = 2,
+                 tree_cache_entries: int = 250_000, prefetch_chunks: int = 2,
                  prefetch_workers: int = 2):
         self.repo = repo
         self.rev = rev
@@ -380,16 +427,19 @@ class View:
                 NotADirectory(f"inode {ino} is not a directory")
         return d
 
-    def _locate(self, ino: int) -> tuple[_Dir, int, TreeEntry]:
-        """The directory instance, index and entry a file inode came from."""
+    def _locate(self, ino: int) -> tuple[_Dir, int, _PackedTree]:
+        """The directory instance, tree and index a file inode came from."""
         with self._lock:
             i = self._files.slot(ino) if ino & _FILE_BIT else -1
             if i < 0 or self._files.inos[i] != ino:
                 raise _gone(f"file inode {ino}")
             loc = self._files.locs[i]
             d = self._dirs[loc >> _IDX_BITS]
-        idx = loc & _IDX_MASK
-        return d, idx, self._trees.get(d.tree).entries[idx]
+        return d, loc & _IDX_MASK, self._trees.get(d.tree)
+
+    def _entry(self, ino: int) -> TreeEntry:
+        _, idx, tree = self._locate(ino)
+        return tree.entry(idx)
 
     # -- inode allocation (callers hold the lock) ------------------------------
     def _new_dir(self, parent: _Dir, key, **kw) -> _Dir:
@@ -402,31 +452,34 @@ class View:
         parent.pins += 1
         return d
 
-    def _child(self, d: _Dir, idx: int, e: TreeEntry) -> Attr:
+    def _child(self, d: _Dir, tree: _PackedTree, idx: int) -> Attr:
         """Allocate (or find) the inode of entry ``idx`` of directory ``d`` and
         count one lookup of it."""
-        if e.kind is Kind.DIR:
-            key = (d.ino, idx)
-            ino = self._children.get(key)
-            child = self._dirs[ino] if ino is not None else self._new_dir(
-                d, key, commit=d.commit, tree=e.id, mode=e.mode, mtime_ns=e.mtime_ns,
-                size=e.size)
+        key = tree.key(idx)
+        if key[0] == Kind.DIR:
+            ckey = (d.ino, idx)
+            ino = self._children.get(ckey)
+            if ino is None:
+                _, mode, size, mtime, oid = tree.fields(idx)
+                child = self._new_dir(d, ckey, commit=d.commit, tree=ObjectId(oid),
+                                      mode=mode, mtime_ns=mtime, size=size)
+            else:
+                child = self._dirs[ino]
             child.nlookup += 1
             return child.attr()
-        h = hash_bytes(_key_bytes(e))
+        h = hash_bytes(key)
         chk = int.from_bytes(h[24:28], "little")
         table = self._files
         for k in range(3):  # three independent 62-bit candidates; a clash is ~2^-60
             ino = (int.from_bytes(h[8 * k: 8 * k + 8], "little") >> 2) | _FILE_BIT
             i = table.slot(ino)
             if table.inos[i] == 0:
-                table.insert(i, ino, chk, (d.ino << _IDX_BITS) | idx)
+                i = table.insert(i, ino, chk, (d.ino << _IDX_BITS) | idx)
                 d.pins += 1
-                i = table.slot(ino)
             elif table.chks[i] != chk:
                 continue
             table.refs[i] += 1
-            return _entry_attr(ino, e)
+            return tree.attr(ino, idx)
         raise VfsError("inode hash clash on three candidates; this cannot happen")
 
     def _virtual_child(self, d: _Dir, name: str) -> Attr | None:
@@ -482,8 +535,8 @@ class View:
                 attr = self._virtual_child(d, name.decode("utf-8", "surrogateescape"))
             else:
                 tree = self._trees.get(d.tree)
-                idx = _find(tree, name)
-                attr = None if idx < 0 else self._child(d, idx, tree.entries[idx])
+                idx = tree.find(name)
+                attr = None if idx < 0 else self._child(d, tree, idx)
         if attr is None:
             raise PathNotFound(f"no {name.decode(errors='replace')!r} in directory {parent}")
         return attr
@@ -493,8 +546,8 @@ class View:
             d = self._dirs.get(ino)
             if d is not None:
                 return d.attr()
-        _, _, e = self._locate(ino)
-        return _entry_attr(ino, e)
+        _, idx, tree = self._locate(ino)
+        return tree.attr(ino, idx)
 
     def readdir(self, ino: int, offset: int = 0) -> Iterator[DirEntry]:
         """Entries from ``offset`` on (0 starts; each entry gives the next).
@@ -511,12 +564,11 @@ class View:
         if d.commit is None:
             yield from self._readdir_virtual(d, max(offset, 2))
             return
-        entries = self._trees.get(d.tree).entries
-        for idx in range(max(offset, 2) - 2, len(entries)):
-            e = entries[idx]
+        tree = self._trees.get(d.tree)
+        for idx in range(max(offset, 2) - 2, len(tree)):
             with self._lock:
-                attr = self._child(d, idx, e)
-            yield DirEntry(_bname(e), attr, idx + 3)
+                attr = self._child(d, tree, idx)
+            yield DirEntry(tree.name(idx), attr, idx + 3)
 
     def _readdir_virtual(self, d: _Dir, offset: int) -> Iterator[DirEntry]:
         for i, name in enumerate(self._virtual_names(d)[offset - 2:], offset):
@@ -572,7 +624,7 @@ class View:
     def open(self, ino: int) -> int:
         """Prepare ``ino`` for reading; returns the handle to pass to ``read``
         (the inode itself: content is shared by every open of it)."""
-        _, _, e = self._locate(ino)
+        e = self._entry(ino)
         if e.kind is not Kind.FILE:
             raise PathNotFound(f"inode {ino} is not a regular file")
         content = _Content(e.size, self.repo.chunks(e))
@@ -597,7 +649,7 @@ class View:
         with self._lock:
             c = self._open.get(fh)
         if c is None:
-            _, _, e = self._locate(fh)
+            e = self._entry(fh)
             c = _Content(e.size, self.repo.chunks(e))
         end = min(offset + size, c.size)
         if offset < 0 or offset >= end:
@@ -617,7 +669,7 @@ class View:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readlink(self, ino: int) -> bytes:
-        _, _, e = self._locate(ino)
+        e = self._entry(ino)
         if e.kind is not Kind.SYMLINK:
             raise VfsError(f"inode {ino} is not a symbolic link")
         return e.target
@@ -631,8 +683,8 @@ class View:
                 return {}
             cid, oid = d.commit, d.tree
         else:
-            d, _, e = self._locate(ino)
-            cid, oid = d.commit, e.id
+            d, idx, tree = self._locate(ino)
+            cid, oid = d.commit, ObjectId(tree.fields(idx)[4])
         out = {XATTR_ID: oid.hex().encode(), XATTR_COMMIT: cid.hex().encode()}
         run = self.commit(cid).run
         if run:
@@ -643,7 +695,8 @@ class View:
         return list(self._xattrs(ino))
 
     def getxattr(self, ino: int, name: bytes) -> bytes:
-        value = self._xattrs(ino).get(name)
+        # ls -l asks every file for security.selinux: answer without any lookup
+        value = self._xattrs(ino).get(name) if name.startswith(_XATTR_PREFIX) else None
         if value is None:
             raise NoSuchAttribute(f"no extended attribute {name.decode(errors='replace')}")
         return value
