@@ -20,7 +20,8 @@ from versionfs.model import ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, Tr
 from versionfs.model import BlobKind, encode_tree, tree_id
 from versionfs.repo import Repo
 from versionfs.snapshot import snapshot
-from versionfs.view import ROOT_INO, NoSuchAttribute, View, _FileTable
+from versionfs.view import ROOT_INO, NoSuchAttribute, View
+from versionfs.view.tables import FileTable
 
 ODD_NAME = b"caf\xe9 \xff\x01name"  # not UTF-8, holds a control byte
 
@@ -230,6 +231,9 @@ def test_xattrs(ws):
     with pytest.raises(NoSuchAttribute) as err:
         view.getxattr(small.ino, b"user.versionfs.run")
     assert err.value.errno == errno.ENODATA
+    with pytest.raises(NoSuchAttribute) as err:  # ls -l stops asking after this
+        view.getxattr(small.ino, b"security.selinux")
+    assert err.value.errno == errno.EOPNOTSUPP
 
 
 def test_forget_drops_every_inode(ws):
@@ -390,7 +394,7 @@ def test_directory_of_100000_entries():
 
 
 def test_file_table_against_a_dict():
-    table = _FileTable(8)
+    table = FileTable(8)
     model: dict[int, int] = {}
     rnd = random.Random(3)
     live: list[int] = []

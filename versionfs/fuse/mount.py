@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -74,7 +75,10 @@ def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=
 
 
 def fuse_options(req: MountRequest) -> set[str]:
-    opts = set(pyfuse3.default_options) | {"fsname=versionfs", "subtype=versionfs", "ro"}
+    # the source column of the mount table: what is mounted, in safe characters
+    spec = req.repo if req.rev is None else f"{req.repo}@{req.rev}"
+    fsname = "versionfs:" + re.sub(r"[^A-Za-z0-9._/@~:+-]", "_", spec)
+    opts = set(pyfuse3.default_options) | {f"fsname={fsname}", "subtype=versionfs", "ro"}
     if req.allow_other:
         opts.add("allow_other")
     if req.debug:

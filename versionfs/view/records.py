@@ -1,0 +1,60 @@
+"""The records a view answers with, and its constants.
+
+Thread-safety: immutable values only.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..errors import VfsError
+
+ROOT_INO = 1
+XATTR_ID = b"user.versionfs.id"
+XATTR_COMMIT = b"user.versionfs.commit"
+XATTR_RUN = b"user.versionfs.run"
+
+
+class NoSuchAttribute(VfsError):
+    """The extended attribute does not exist on this file (ENODATA), or its
+    namespace is not supported here (EOPNOTSUPP)."""
+
+    errno = errno.ENODATA
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.errno = code
+
+
+class Attr(NamedTuple):
+    """The attributes of one inode. ``stable`` is False where a name follows a
+    moving ref (``HEAD``, ``tags/x``, ``heads/x`` and their parents), so a
+    caller must not cache it for long.
+
+    A NamedTuple rather than a frozen dataclass: one is built per directory entry
+    listed, and a frozen dataclass costs four times as much to construct."""
+
+    ino: int
+    mode: int
+    size: int
+    mtime_ns: int
+    nlink: int
+    blocks: int
+    stable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FsStats:
+    block_size: int
+    blocks: int
+    files: int
+    name_max: int = 255
+
+
+class DirEntry(NamedTuple):
+    name: bytes
+    attr: Attr
+    next_offset: int

@@ -1,0 +1,196 @@
+"""Compact storage behind a view: the file inode table and the tree cache.
+
+A walk of a million files must fit in a small daemon, so neither keeps a Python
+object per entry: file inodes live in flat arrays, trees in packed byte strings.
+
+Thread-safety: ``FileTable`` is guarded by its owner's lock; ``TreeCache`` has its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import stat
+import struct
+import threading
+from array import array
+from collections import OrderedDict
+
+from ..errors import MissingObject
+from ..model import Kind, ObjectId, Tree, TreeEntry, decode_tree
+from ..repo import Repo
+from .records import Attr
+
+
+class FileTable:
+    """ino → (check, locator, lookup count) in open-addressed flat arrays.
+
+    Linear probing; deletion shifts later entries back, so there are no tombstones.
+    The slot is ``ino % capacity``: inos are hashes, already uniform.
+    """
+
+    MAX_LOAD = 0.8
+
+    def __init__(self, capacity: int = 1 << 15):
+        self._alloc(capacity)
+        self.count = 0
+
+    def _alloc(self, cap: int) -> None:
+        self.cap = cap
+        self.inos = array("Q", bytes(8 * cap))
+        self.chks = array("I", bytes(4 * cap))
+        self.locs = array("Q", bytes(8 * cap))
+        self.refs = array("I", bytes(4 * cap))
+
+    def slot(self, ino: int) -> int:
+        """The slot holding ``ino``, or the empty slot where it would go."""
+        inos, cap = self.inos, self.cap
+        i = ino % cap
+        while True:
+            v = inos[i]
+            if v == ino or v == 0:
+                return i
+            i = i + 1 if i + 1 < cap else 0
+
+    def insert(self, i: int, ino: int, chk: int, loc: int) -> int:
+        """Fill empty slot ``i``; returns the slot ``ino`` ends up in."""
+        self.inos[i], self.chks[i], self.locs[i], self.refs[i] = ino, chk, loc, 0
+        self.count += 1
+        if self.count > self.cap * self.MAX_LOAD:
+            self._grow()
+            return self.slot(ino)
+        return i
+
+    def _grow(self) -> None:
+        old = (self.inos, self.chks, self.locs, self.refs)
+        self._alloc(self.cap * 3 // 2)
+        for ino, chk, loc, ref in zip(*old):
+            if ino:
+                i = self.slot(ino)
+                self.inos[i], self.chks[i], self.locs[i], self.refs[i] = ino, chk, loc, ref
+
+    def remove(self, i: int) -> None:
+        inos, cap = self.inos, self.cap
+        arrays = (self.inos, self.chks, self.locs, self.refs)
+        j = i
+        while True:
+            j = j + 1 if j + 1 < cap else 0
+            v = inos[j]
+            if v == 0:
+                break
+            home = v % cap
+            # move j back into the hole at i unless its home lies cyclically in (i, j]
+            if (j > i and (home <= i or home > j)) or (j < i and i >= home > j):
+                for a in arrays:
+                    a[i] = a[j]
+                i = j
+        for a in arrays:
+            a[i] = 0
+        self.count -= 1
+
+
+class PackedTree:
+    """A tree as compact as it can be while lookups stay fast: every name in one
+    blob (sorted, with an offset array) and one packed record per entry (kind,
+    mode, size, mtime, id): about 70 bytes an entry where decoded ``TreeEntry``
+    objects take 550, and no small objects to fragment the heap."""
+
+    __slots__ = ("blob", "offs", "recs", "targets")
+    REC = struct.Struct("<BIqq32s")
+
+    def __init__(self, tree: Tree):
+        rec = self.REC
+        buf = bytearray(rec.size * len(tree.entries))
+        names = []
+        self.targets: dict[int, bytes] = {}
+        for i, e in enumerate(tree.entries):
+            names.append(e.name.encode("utf-8", "surrogateescape"))
+            rec.pack_into(buf, i * rec.size, e.kind, e.mode, e.size, e.mtime_ns, e.id)
+            if e.target:
+                self.targets[i] = e.target
+        self.offs = array("Q", [0])
+        self.offs.extend(itertools.accumulate(len(n) for n in names))
+        self.blob = b"".join(names)
+        self.recs = bytes(buf)
+
+    def __len__(self) -> int:
+        return len(self.offs) - 1
+
+    def name(self, i: int) -> bytes:
+        return self.blob[self.offs[i]: self.offs[i + 1]]
+
+    def find(self, name: bytes) -> int:
+        """Index of ``name``, or -1 (names are sorted by their bytes)."""
+        blob, offs = self.blob, self.offs
+        lo, hi = 0, len(offs) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            probe = blob[offs[mid]: offs[mid + 1]]
+            if probe < name:
+                lo = mid + 1
+            elif probe > name:
+                hi = mid
+            else:
+                return mid
+        return -1
+
+    def key(self, i: int) -> memoryview:
+        """What makes a file inode: kind, mode, size, mtime and id, packed."""
+        size = self.REC.size
+        return memoryview(self.recs)[i * size: (i + 1) * size]
+
+    def fields(self, i: int) -> tuple[int, int, int, int, bytes]:
+        return self.REC.unpack_from(self.recs, i * self.REC.size)
+
+    def entry(self, i: int) -> TreeEntry:
+        kind, mode, size, mtime, oid = self.fields(i)
+        return TreeEntry(self.name(i).decode("utf-8", "surrogateescape"), Kind(kind), mode,
+                         size, mtime, ObjectId(oid), self.targets.get(i, b""))
+
+    def attr(self, ino: int, i: int) -> Attr:
+        kind, mode, size, mtime, _ = self.fields(i)
+        if kind == _KIND_SYMLINK:
+            size = len(self.targets.get(i, b""))
+        return Attr(ino, _FTYPE[kind] | mode, size, mtime, 1,
+                    0 if kind == _KIND_DIR else (size + 511) // 512, True)
+
+
+_FTYPE = {int(Kind.FILE): stat.S_IFREG, int(Kind.DIR): stat.S_IFDIR,
+          int(Kind.SYMLINK): stat.S_IFLNK}
+_KIND_DIR, _KIND_SYMLINK = int(Kind.DIR), int(Kind.SYMLINK)
+
+
+class TreeCache:
+    """Packed trees, least recently used first out, bounded by total entries
+    (the most recent tree is always kept, however large)."""
+
+    def __init__(self, repo: Repo, max_entries: int):
+        self.repo = repo
+        self.max = max_entries
+        self._trees: OrderedDict[bytes, PackedTree] = OrderedDict()
+        self._entries = 0
+        self._lock = threading.Lock()
+
+    def get(self, tid: bytes) -> PackedTree:
+        with self._lock:
+            tree = self._trees.get(tid)
+            if tree is not None:
+                self._trees.move_to_end(tid)
+                return tree
+        tree = PackedTree(self._load(tid))
+        with self._lock:
+            if tid not in self._trees:
+                self._trees[tid] = tree
+                self._entries += len(tree)
+            while self._entries > self.max and len(self._trees) > 1:
+                _, old = self._trees.popitem(last=False)
+                self._entries -= len(old)
+        return tree
+
+    def _load(self, tid: bytes) -> Tree:
+        # Repo.tree keeps 4096 decoded trees whatever their size; a walk of a
+        # million files would hold them all, so read around its cache.
+        with self.repo.index.read() as txn:
+            raw = txn.get("trees", tid)
+        if raw is None:
+            raise MissingObject(f"tree {ObjectId(tid).short} is missing; run 'vfs fsck'")
+        return decode_tree(raw)
