@@ -31,6 +31,7 @@ class FileTable:
     MAX_LOAD = 0.8
 
     def __init__(self, capacity: int = 1 << 15):
+        self.min_cap = capacity
         self._alloc(capacity)
         self.count = 0
 
@@ -61,8 +62,11 @@ class FileTable:
         return i
 
     def _grow(self) -> None:
+        self._resize(self.cap * 3 // 2)
+
+    def _resize(self, cap: int) -> None:
         old = (self.inos, self.chks, self.locs, self.refs)
-        self._alloc(self.cap * 3 // 2)
+        self._alloc(cap)
         for ino, chk, loc, ref in zip(*old):
             if ino:
                 i = self.slot(ino)
@@ -86,6 +90,8 @@ class FileTable:
         for a in arrays:
             a[i] = 0
         self.count -= 1
+        if self.cap > self.min_cap and self.count < self.cap * self.MAX_LOAD / 4:
+            self._resize(max(self.min_cap, self.cap // 2))  # forgotten inodes give memory back
 
 
 class PackedTree:
