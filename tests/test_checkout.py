@@ -110,6 +110,7 @@ def v1_tree(ws: Path) -> None:
     put(ws, "big.bin", os.urandom(300_000))
     put(ws, "d/e/deep.txt", "deep")
     put(ws, "d/sibling.txt", "sib")
+    put(ws, "d/e/big2.bin", os.urandom(100_000), mode=0o640)
     put(ws, "gone/file", "will be removed in v2")
     put(ws, "becomes_dir", "a file in v1, a directory in v2")
     (ws / "becomes_file").mkdir()
@@ -130,6 +131,7 @@ def v2_mutate(ws: Path) -> None:
     big = bytearray((ws / "big.bin").read_bytes())
     big[150_000:150_010] = b"0123456789"
     put(ws, "big.bin", bytes(big) + os.urandom(70_000))
+    put(ws, "d/e/big2.bin", os.urandom(120_000), mode=0o640)
     (ws / "gone/file").unlink()
     (ws / "gone").rmdir()
     (ws / "becomes_dir").unlink()
@@ -171,7 +173,7 @@ def test_round_trip_both_ways(two_versions, request):
     assert clean(repo)
     assert repo.head() == repo.resolve("v1") and repo.head_ref() is None
     if request.node.callspec.params["storage"] == "xfs":
-        assert res.bytes_cloned == 300_000  # big.bin came back as a reflink
+        assert res.bytes_cloned == 400_000  # the large files came back as reflinks
     else:
         assert res.bytes_cloned == 0 and res.bytes_written >= 300_000
     checkout(repo, "v2")
@@ -194,6 +196,7 @@ def test_switch_touches_only_differing_files(two_versions):
     res = checkout(repo, "v1")
     after = inodes(ws)
     untouched = {"priv", "ro.dat", "empty.bin", "d/e/deep.txt"}
+    assert after["d/e/big2.bin"][0] != before["d/e/big2.bin"][0]
     for rel in untouched:
         assert after[rel] == before[rel], f"{rel} was touched"
     assert after["a.txt"][0] != before["a.txt"][0]  # rewritten: a new inode
@@ -202,18 +205,31 @@ def test_switch_touches_only_differing_files(two_versions):
     assert describe(ws) == d1
 
 
-def test_stat_cache_is_refreshed_for_written_files(two_versions):
-    repo, ws, _, _ = two_versions
-    time.sleep(0.15)  # past the racy window: the checkout's own scan caches the rest
-    checkout(repo, "v1")
-    key = cache_key("a.txt")
-    with repo.index.read() as txn:
-        rec = msgpack.unpackb(txn.get("statcache", key))
-    entry = repo.entry(repo.resolve("v1"), "a.txt")
-    assert rec == [*stat_key(os.lstat(ws / "a.txt")), bytes(entry.id)]
-    work = scan_workspace(repo)
-    # only the two files whose metadata alone changed are read again
-    assert work.stats.files_read == 2
+def test_stat_cache_is_refreshed_for_written_files(storage):
+    ws = storage / "ws"
+    repo = make_repo(ws)
+    for name in ("a", "b", "c"):
+        put(ws, name, f"{name} in v1")
+    put(ws, "big", os.urandom(100_000))
+    time.sleep(0.15)  # past the racy window, so the snapshots cache every file
+    snap(repo, "v1")
+    put(ws, "a", "a in v2")
+    put(ws, "big", os.urandom(100_000))
+    (ws / "b").unlink()
+    put(ws, "d", "d in v2")
+    time.sleep(0.15)
+    snap(repo, "v2")
+    for rev in ("v1", "v2", "v1"):
+        checkout(repo, rev)
+        for name in ("a", "big"):
+            with repo.index.read() as txn:
+                rec = msgpack.unpackb(txn.get("statcache", cache_key(name)))
+            entry = repo.entry(repo.resolve(rev), name)
+            assert rec == [*stat_key(os.lstat(ws / name)), bytes(entry.id)]
+        work = scan_workspace(repo)
+        assert work.stats.files_read == 0  # nothing needs reading again
+        assert work.root == repo.commit(repo.resolve(rev)).tree
+    repo.close()
 
 
 def test_branch_attaches_and_other_revisions_detach(two_versions):
@@ -272,11 +288,36 @@ def test_metadata_only_change_is_not_a_conflict(two_versions):
     assert describe(ws) == d1
 
 
-def test_deleted_file_is_restored(two_versions):
-    repo, ws, _, d2 = two_versions
+def test_deleted_file_is_restored_where_the_target_differs(two_versions):
+    repo, ws, d1, _ = two_versions
     (ws / "a.txt").unlink()
-    checkout(repo, "HEAD")
-    assert describe(ws) == d2
+    checkout(repo, "v1")
+    assert describe(ws) == d1
+
+
+def test_local_changes_where_both_versions_agree_are_kept(two_versions):
+    repo, ws, d1, d2 = two_versions
+    put(ws, "priv", "edited locally; v1 and v2 have the same priv")
+    (ws / "empty.bin").unlink()
+    checkout(repo, "v1")
+    now = describe(ws)
+    assert now.pop("priv")[3] == b"edited locally; v1 and v2 have the same priv"
+    assert "empty.bin" not in now
+    assert now == {k: v for k, v in d1.items() if k not in ("priv", "empty.bin")}
+
+
+def test_force_discards_every_local_change(two_versions):
+    repo, ws, _, d2 = two_versions
+    put(ws, "priv", "edited locally")
+    (ws / "empty.bin").unlink()
+    put(ws, "d/e/untracked", "new")
+    res = checkout(repo, "HEAD")
+    assert (res.files_written, res.files_removed) == (0, 0)
+    res = checkout(repo, "HEAD", force=True)
+    assert set(res.forced) == {"priv"}
+    after = describe(ws)
+    assert after.pop("d/e/untracked")[3] == b"new"  # untracked files stay
+    assert after == d2
 
 
 def test_many_conflicts_are_summarized(storage):
@@ -555,5 +596,67 @@ def test_any_trees_round_trip_and_switch(a, b):
             assert describe(ws) == da
             checkout(repo, "b")
             assert describe(ws) == db
+        finally:
+            repo.close()
+
+
+def files_of(desc: dict) -> dict:
+    return {p: v for p, v in desc.items() if v[0] != "dir"}
+
+
+def three_workspaces(tmp: str, a: dict, b: dict, c: dict):
+    """A repository with commits a and b (HEAD) whose workspace holds tree c."""
+    ws = Path(tmp) / "ws"
+    repo = make_repo(ws)
+    out = []
+    for tree, tag in ((a, "a"), (b, "b"), (c, None)):
+        wipe(ws)
+        build(ws, tree)
+        if tag:
+            snap(repo, tag)
+        out.append(describe(ws))
+    return repo, ws, out
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(a=ROOTS, b=ROOTS, c=ROOTS)
+def test_switch_from_any_workspace(a, b, c):
+    """Without force: refused with nothing changed, or every path where a and b
+    differ is a's and every other path is as the workspace had it (a file where b
+    has a directory is untracked: it stays unless a needs the path)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        repo, ws, (da, db, dc) = three_workspaces(tmp, a, b, c)
+        try:
+            try:
+                checkout(repo, "a")
+            except Conflict:
+                assert describe(ws) == dc
+                return
+            now = files_of(describe(ws))
+            fa, fc = files_of(da), files_of(dc)
+            for p in set(fa) | set(files_of(db)) | set(fc):
+                untracked = p in fc and p not in da and db.get(p, ("",))[0] == "dir"
+                expected = fc.get(p) if da.get(p) == db.get(p) or untracked else fa.get(p)
+                assert now.get(p) == expected, p
+        finally:
+            repo.close()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(a=ROOTS, b=ROOTS, c=ROOTS)
+def test_force_from_any_workspace_gives_the_target(a, b, c):
+    """With force: every path of a is a's; anything else left is untracked."""
+    with tempfile.TemporaryDirectory() as tmp:
+        repo, ws, (da, db, dc) = three_workspaces(tmp, a, b, c)
+        try:
+            checkout(repo, "a", force=True)
+            now = describe(ws)
+            for p, v in da.items():
+                assert now.get(p) == v, p
+            for p, v in files_of(now).items():
+                if p not in da:
+                    assert dc.get(p) == v and (p not in db or db[p][0] == "dir"), p
         finally:
             repo.close()

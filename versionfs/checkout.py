@@ -1,71 +1,77 @@
 """``checkout``: materialize a commit into the workspace (moving HEAD) or into a directory.
 
-Only what differs is touched. The workspace is scanned first (stat cache: unchanged
-files are not read), giving its tree W; with HEAD's tree H and the target's tree T, a
-three-way walk descends only into directories whose ids differ between W and T, so
-switching between two versions of a large dataset costs time in proportion to what
-differs between them, not to its size.
+Only what differs is touched, and only what differs is looked at. With HEAD's tree H
+and the target's tree T, a walk descends only into directories whose ids differ, so
+switching between two versions costs time in proportion to what differs between
+them, not to the dataset's size. At each path where H and T differ the workspace is
+probed (lstat; the stat cache gives the content id, or the file is hashed):
 
-Rules, per path:
+* workspace equals H there (clean), or the path is missing: it becomes T's.
+* workspace already has T's content: at most its mode and mtime are set.
+* anything else (uncommitted change, untracked or ignored file in the way): a
+  *conflict*. All conflicts are found before anything changes and refused
+  (``Conflict``, naming the paths).
+* Paths where H and T agree are left as they are, local changes included (as git
+  does); untracked files T does not touch stay, and a directory T removes but that
+  still holds them is kept (with a warning).
 
-* W equals T: nothing to do. Same content but another mode or mtime: only the
-  metadata is set (no data is written).
-* W's content or mode differs from H's (an uncommitted change, or an untracked file
-  in W) and the checkout would overwrite or remove it: a *conflict*. Conflicts are
-  all found before anything is changed and refused (``Conflict``, naming the paths)
-  unless ``force``. A path missing from W (deleted by the user) is simply recreated.
-  Files ignored by ``.vfsignore`` (or special files) in the way are conflicts too.
-* Untracked files that T does not touch are left alone; a directory T removes but
-  that still holds them is kept (with a warning).
+``force`` makes the workspace equal T exactly: the whole workspace is scanned (the
+stat cache keeps that fast) into a tree W, and a three-way walk over W, H and T
+rewrites whatever differs from T, discarding local changes. ``into`` writes T into
+an empty directory the same way, with no W.
 
-A file is written under a temporary name in its directory, then renamed over: never
+A file is written under a temporary name in its directory and renamed over: never
 a torn file. Large files whose whole-file blob is in objects/ are cloned (FICLONE:
-instant, shares extents copy-on-write, independent of the cache afterwards); other
-content is copied chunk by chunk through user space and every chunk is checked
-against its id (``CorruptObject`` rather than wrong bytes). Clones are trusted: the
-blob was hashed when it was made and is read-only; ``vfs fsck --verify-data`` checks
-it. Nothing is ever hard-linked or symlinked into the cache. Every operation goes
-through directory file descriptors opened with ``O_NOFOLLOW``, so a symlink in the
-workspace can never redirect a write outside it, and tree entry names were validated
-when decoded (``model.check_name``). Set-user/group-id bits are not restored.
+instant, copy-on-write, independent of the cache afterwards); other content is
+copied chunk by chunk and each chunk checked against its id (``CorruptObject``
+rather than wrong bytes). Clones are trusted: the blob was hashed when made and is
+read-only; ``vfs fsck --verify-data`` checks it. Nothing is ever linked into the
+cache. All writes go through directory fds opened with ``O_NOFOLLOW``, so a symlink
+in the workspace cannot redirect them outside it (names were validated when trees
+were decoded, and are again here). Modes (without set-id bits) and mtimes come from
+the commit; a directory's are set after its contents. Checked-out files are not
+fsynced (git does not either).
 
-Written files get the commit's mode and mtime; directories get theirs after their
-contents (deepest first). Checked-out files are not fsynced (git does not either).
+Stat cache: each written file gets an entry (stat after the rename → file id). The
+scanner's racy rule (no entry when mtime or ctime is within 100 ms of now) guards
+against a write in the same clock tick as the stat. Here checkout itself sets the
+mtime to the commit's old value, so any later write moves the mtime to "now" and is
+seen; only a writer restoring the old mtime within the tick of our rename could go
+unseen. Entries are therefore recorded unless the *mtime* is racy.
 
-Stat cache: a file checkout wrote gets an entry (its stat after the rename → its
-file id), so the next status or snapshot does not read it again. The scanner's racy
-rule (no entry when mtime or ctime is within 100 ms of now) exists because a write in
-the same clock tick as the stat could leave every stat field unchanged. Here the
-mtime is set by checkout to the commit's (old) value, so any later write moves the
-mtime to "now" and is detected; only ctime is recent, and it would only matter for a
-writer that also restores the old mtime within the same tick as our rename. Entries
-are therefore recorded unless the *mtime* is racy.
-
-Thread-safety: workspace checkouts run under the repository lock, one at a time.
+Thread-safety: workspace checkouts hold the repository lock, one at a time.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 import stat
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .errors import (
     Conflict, CorruptObject, NotADirectory, UsageError, VfsError, from_oserror,
 )
+from .hashing import hash_bytes
 from .model import Kind, ObjectId, TreeEntry, check_name
 from .repo import VFS_DIR, Repo
-from .scan import RACY_NS, cache_key, cache_value, scan_workspace
+from .scan import (
+    RACY_NS, FileJob, Ingestor, WorkTree, cache_key, cache_value, cached_file_id,
+    scan_workspace,
+)
 
 # Mode bits a checkout restores: permissions and sticky, never set-user/group-id.
 MODE_MASK = 0o1777
 CONFLICTS_SHOWN = 10
+LARGE_WORKERS = 2  # threads writing large files (copying is I/O and GIL-free hashing)
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_ID = ObjectId(bytes(32))  # content not known or not versionable: equals nothing
 
 # plan operations
 WRITE, META, UNLINK, RMDIR, RMTREE, MKDIR, DIRMETA = range(7)
@@ -114,26 +120,33 @@ def checkout(repo: Repo, rev: str, *, into: str | None = None, force: bool = Fal
 
 
 def _checkout_workspace(repo, rev, cid, force, warn, progress_factory) -> CheckoutResult:
-    work = scan_workspace(repo, warn=warn, progress_factory=progress_factory)
     head = repo.head()
     h_root = repo.commit(head).tree if head is not None else None
     t_root = repo.commit(cid).tree
     if repo.tree(t_root).get(VFS_DIR) is not None:
         raise CorruptObject(f"commit {cid.short} holds a '{VFS_DIR}' entry, which would "
                             "overwrite the repository; refusing to check it out")
-    plan = _Plan(work, repo.workspace, force)
-    plan.dir("", work.root, h_root, t_root, probe=True)
-    plan.check()
+    if force:
+        work = scan_workspace(repo, warn=warn, progress_factory=progress_factory)
+        plan = _ExactPlan(work, repo.workspace, force=True)
+        plan.dir("", work.root, h_root, t_root, probe=True)
+        scanned = work.statcache
+    else:
+        plan = _SwitchPlan(repo, repo.workspace, warn)
+        if h_root != t_root:
+            plan.dir("", h_root, t_root)
+        plan.check()
+        scanned = plan.scanned
     apply = _Apply(repo, repo.workspace, plan, warn, progress_factory)
     apply.run()
     head_name = _head_after(repo, rev, cid)
-    _record(repo, work, apply, head_name)
+    _record(repo, scanned, apply, head_name)
     return apply.result(cid, head_name, None)
 
 
 def _checkout_into(repo, cid, into, force, warn, progress_factory) -> CheckoutResult:
     root = _prepare_into(repo, into, force)
-    plan = _Plan(repo, root, force)
+    plan = _ExactPlan(repo, root, force)
     plan.dir("", None, None, repo.commit(cid).tree, probe=force)
     plan.check()
     apply = _Apply(repo, root, plan, warn, progress_factory)
@@ -174,11 +187,11 @@ def _head_after(repo: Repo, rev: str, cid: ObjectId) -> str:
     return cid.hex()
 
 
-def _record(repo: Repo, work, apply: _Apply, head_name: str) -> None:
-    """One transaction: stat cache entries for what the scan read and what was
-    written, none for what was removed, and HEAD moved last."""
+def _record(repo: Repo, scanned: dict, apply: _Apply, head_name: str) -> None:
+    """One transaction: stat cache entries for what was hashed and what was written,
+    none for what was removed, and HEAD moved last."""
     with repo.index.write() as txn:
-        for key, value in work.statcache.items():
+        for key, value in scanned.items():
             if key not in apply.touched:
                 txn.put("statcache", key, value)
         for key in apply.touched:
@@ -192,7 +205,7 @@ def _record(repo: Repo, work, apply: _Apply, head_name: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# planning: a three-way walk that finds every change and conflict before acting
+# planning: every change and every conflict is found before anything is done
 
 
 def _same_content(a: TreeEntry, b: TreeEntry | None) -> bool:
@@ -201,18 +214,23 @@ def _same_content(a: TreeEntry, b: TreeEntry | None) -> bool:
 
 def _clean(w: TreeEntry, h: TreeEntry | None) -> bool:
     """Whether workspace entry ``w`` holds no uncommitted change against HEAD's ``h``."""
-    return _same_content(w, h) and w.mode == h.mode
+    return _same_content(w, h) and w.mode == h.mode and w.id != _NO_ID
 
 
 def _join(rel: str, name: str) -> str:
     return f"{rel}/{name}" if rel else name
 
 
+def _sub(e: TreeEntry | None):
+    """The tree id of a directory entry, or None."""
+    return e.id if e is not None and e.is_dir else None
+
+
 class _Plan:
     """The actions of a checkout, in order, and the conflicts found on the way.
 
     ``src`` reads trees (a ``WorkTree`` falls back to the repository for records it
-    did not make); ``None`` stands for a tree that is absent.
+    did not make); a tree id of ``None`` stands for an absent tree.
     """
 
     def __init__(self, src, root: str, force: bool):
@@ -227,19 +245,48 @@ class _Plan:
             return {}
         return {e.name: e for e in self.src.tree(tid).entries}
 
-    def _conflict(self, rel: str) -> None:
-        self.conflicts.append(rel)
-
     def check(self) -> None:
         if self.conflicts and not self.force:
             raise Conflict(_conflict_message(self.conflicts))
 
-    def dir(self, rel: str, w_tid, h_tid, t_tid, *, probe: bool) -> None:
-        """Plan directory ``rel``: W and T differ (or W is absent).
+    def _lstat(self, rel: str) -> os.stat_result | None:
+        try:
+            return os.lstat(os.path.join(self.root, rel))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise from_oserror(exc, f"reading {rel}") from None
 
-        ``probe``: the directory exists on disk and may hold names W does not show
-        (ignored or special files), so new names are checked with lstat first.
-        """
+    def _create(self, rel: str, te: TreeEntry) -> None:
+        if te.is_dir:
+            self._make_dir(rel, te)
+        else:
+            self.actions.append((WRITE, rel, te))
+
+    def _make_dir(self, rel: str, te: TreeEntry) -> None:
+        """Create directory ``rel`` and everything T has below it."""
+        self.actions.append((MKDIR, rel, te))
+        for e in self.src.tree(te.id).entries:
+            check_name(e.name)
+            self._create(_join(rel, e.name), e)
+        self.actions.append((DIRMETA, rel, te))
+
+    def _replace(self, rel: str, te: TreeEntry) -> None:
+        """Put T's entry where a file or symlink is now."""
+        if te.is_dir:
+            self.actions.append((UNLINK, rel, None))
+            self._make_dir(rel, te)
+        else:
+            self.actions.append((WRITE, rel, te))
+
+
+class _ExactPlan(_Plan):
+    """Make the disk equal T: a three-way walk over the scanned workspace W, H and T
+    that descends where W and T differ (``force``, and ``into``)."""
+
+    def dir(self, rel: str, w_tid, h_tid, t_tid, *, probe: bool) -> None:
+        """``probe``: the directory exists on disk and may hold names W does not
+        show (ignored or special files), so new names are checked with lstat."""
         w, h, t = self._entries(w_tid), self._entries(h_tid), self._entries(t_tid)
         for name, te in t.items():
             check_name(name)
@@ -253,18 +300,24 @@ class _Plan:
             if he is not None:  # tracked, so removed; untracked stays
                 self._remove(rel, we, he)
         elif we is None:
-            self._create(rel, te, he, probe)
+            self._create_probing(rel, te, he, probe)
         elif we.is_dir and te.is_dir:
             if we.id != te.id:
-                self.dir(rel, we.id, he.id if he and he.is_dir else None, te.id, probe=True)
+                self.dir(rel, we.id, _sub(he), te.id, probe=True)
                 self.actions.append((DIRMETA, rel, te))
             elif (we.mode, we.mtime_ns) != (te.mode, te.mtime_ns):
                 self.actions.append((DIRMETA, rel, te))
         elif _same_content(we, te):
             if (we.mode, we.mtime_ns) != (te.mode, te.mtime_ns):
                 self.actions.append((META, rel, te))
+        elif we.is_dir:  # a file or symlink takes the directory's place
+            self._clear(rel, we.id, _sub(he))
+            self.actions.append((RMTREE, rel, None))
+            self.actions.append((WRITE, rel, te))
         else:
-            self._replace(rel, we, he, te)
+            if not _clean(we, he):
+                self.conflicts.append(rel)
+            self._replace(rel, te)
 
     def _remove(self, rel, we, he) -> None:
         if we.is_dir:
@@ -273,70 +326,161 @@ class _Plan:
                 self.actions.append((RMDIR, rel, None))
         elif not he.is_dir:  # (a file where HEAD had a directory is untracked)
             if not _clean(we, he):
-                self._conflict(rel)
+                self.conflicts.append(rel)
             self.actions.append((UNLINK, rel, None))
-
-    def _replace(self, rel, we, he, te) -> None:
-        if we.is_dir:  # a file or symlink takes the directory's place
-            self._clear(rel, we.id, he.id if he and he.is_dir else None)
-            self.actions.append((RMTREE, rel, we))
-            self.actions.append((WRITE, rel, te))
-            return
-        if not _clean(we, he):
-            self._conflict(rel)
-        if te.is_dir:
-            self.actions.append((UNLINK, rel, None))
-            self._make_dir(rel, te)
-        else:
-            self.actions.append((WRITE, rel, te))
 
     def _clear(self, rel, w_tid, h_tid) -> None:
         """Conflicts for everything in workspace directory ``rel`` that would be lost."""
-        if self.force:
-            return
         w, h = self._entries(w_tid), self._entries(h_tid)
-        on_disk = self._listdir(rel)
-        for name in sorted(on_disk - set(w)):
-            self._conflict(_join(rel, name))  # ignored or special files
+        for name in sorted(_listdir(self.root, rel) - set(w)):
+            self.conflicts.append(_join(rel, name))  # ignored or special files
         for name, we in w.items():
             he = h.get(name)
             if we.is_dir:
-                self._clear(_join(rel, name), we.id, he.id if he and he.is_dir else None)
+                self._clear(_join(rel, name), we.id, _sub(he))
             elif not _clean(we, he):
-                self._conflict(_join(rel, name))
+                self.conflicts.append(_join(rel, name))
 
-    def _listdir(self, rel: str) -> set[str]:
-        try:
-            return set(os.listdir(os.path.join(self.root, rel)))
-        except OSError as exc:
-            raise from_oserror(exc, f"listing {rel}") from None
+    def _create_probing(self, rel, te, he, probe) -> None:
+        st = self._lstat(rel) if probe else None
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode) and te.is_dir:  # an ignored directory: reuse
+                self.dir(rel, None, _sub(he), te.id, probe=True)
+                self.actions.append((DIRMETA, rel, te))
+                return
+            self.conflicts.append(rel)
+            self.actions.append((RMTREE if stat.S_ISDIR(st.st_mode) else UNLINK, rel, None))
+        self._create(rel, te)
 
-    def _create(self, rel, te, he, probe) -> None:
-        if probe:
-            try:
-                st = os.lstat(os.path.join(self.root, rel))
-            except FileNotFoundError:
-                st = None
-            except OSError as exc:
-                raise from_oserror(exc, f"reading {rel}") from None
-            if st is not None:
-                if stat.S_ISDIR(st.st_mode) and te.is_dir:  # an ignored directory: reuse
-                    self.dir(rel, None, he.id if he and he.is_dir else None, te.id,
-                             probe=True)
-                    self.actions.append((DIRMETA, rel, te))
-                    return
-                self._conflict(rel)
-                self.actions.append((RMTREE if stat.S_ISDIR(st.st_mode) else UNLINK,
-                                     rel, None))
-        if te.is_dir:
-            self._make_dir(rel, te)
+
+class _SwitchPlan(_Plan):
+    """Move the workspace from H to T (no ``force``): walk where H and T differ and
+    probe the disk only there; local changes elsewhere are kept."""
+
+    def __init__(self, repo: Repo, root: str, warn):
+        super().__init__(repo, root, force=False)
+        self.repo = repo
+        self.warn = warn
+        self.scanned: dict[bytes, bytes] = {}  # stat cache entries of files hashed
+        self._work: WorkTree | None = None
+        self._ingestor: Ingestor | None = None
+
+    def dir(self, rel: str, h_tid, t_tid, *, present: bool = True) -> None:
+        """H and T differ in directory ``rel``, which is on disk as a real directory
+        (``present``) or was deleted from the workspace and is being made again."""
+        h, t = self._entries(h_tid), self._entries(t_tid)
+        for name, te in t.items():
+            check_name(name)
+            he = h.get(name)
+            if he != te:
+                self.path(_join(rel, name), he, te, present)
+        for name, he in h.items():
+            if name not in t:
+                self.path(_join(rel, name), he, None, present)
+
+    def path(self, rel: str, he: TreeEntry | None, te: TreeEntry | None,
+             present: bool = True) -> None:
+        we = self._probe(rel, he, te) if present else None
+        if we is None:
+            if te is None:
+                return
+            if te.is_dir and he is not None and he.is_dir:
+                # deleted from the workspace: made again with only what T changes,
+                # so the deletion of the rest is kept, as for single files
+                self.actions.append((MKDIR, rel, te))
+                self.dir(rel, he.id, te.id, present=False)
+                self.actions.append((DIRMETA, rel, te))
+            else:
+                self._create(rel, te)
+        elif we.is_dir:
+            self._on_dir(rel, he, te)
+        elif te is None:
+            if he.is_dir:
+                return  # a file where HEAD had a directory is untracked: stays
+            if not _clean(we, he):
+                self.conflicts.append(rel)
+            self.actions.append((UNLINK, rel, None))
+        elif _same_content(we, te) and we.id != _NO_ID:
+            if (we.mode, we.mtime_ns) != (te.mode, te.mtime_ns):
+                self.actions.append((META, rel, te))
+        elif _clean(we, he):
+            self._replace(rel, te)
         else:
+            self.conflicts.append(rel)
+
+    def _on_dir(self, rel: str, he, te) -> None:
+        """The workspace has a directory at ``rel``."""
+        if te is None:
+            if he.is_dir:  # remove what HEAD tracked; the directory goes if it empties
+                self.dir(rel, he.id, None)
+                self.actions.append((RMDIR, rel, None))
+        elif te.is_dir:
+            if _sub(he) != te.id:
+                self.dir(rel, _sub(he), te.id)
+            self.actions.append((DIRMETA, rel, te))
+        else:  # a file or symlink takes the directory's place
+            self._clear(rel, _sub(he))
+            self.actions.append((RMTREE, rel, None))
             self.actions.append((WRITE, rel, te))
 
-    def _make_dir(self, rel, te) -> None:
-        self.actions.append((MKDIR, rel, te))
-        self.dir(rel, None, None, te.id, probe=False)
-        self.actions.append((DIRMETA, rel, te))
+    def _clear(self, rel: str, h_tid) -> None:
+        """Conflicts for everything in workspace directory ``rel`` that is not H's."""
+        h = self._entries(h_tid)
+        for name in sorted(_listdir(self.root, rel)):
+            sub, he = _join(rel, name), h.get(name)
+            we = self._probe(sub, he, None)
+            if we is None:
+                continue
+            if we.is_dir and he is not None and he.is_dir:
+                self._clear(sub, he.id)
+            elif we.is_dir or not _clean(we, he):
+                self.conflicts.append(sub)
+
+    def _probe(self, rel: str, he, te) -> TreeEntry | None:
+        """What the workspace holds at ``rel``, as an entry (``_NO_ID`` when the
+        content is surely neither H's nor T's, or not a file at all); None if absent."""
+        st = self._lstat(rel)
+        if st is None:
+            return None
+        name = rel.rpartition("/")[2]
+        mode, mtime = stat.S_IMODE(st.st_mode), st.st_mtime_ns
+        if stat.S_ISDIR(st.st_mode):
+            return TreeEntry(name, Kind.DIR, mode, 0, mtime, _NO_ID)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(os.path.join(self.root, rel).encode(
+                    "utf-8", "surrogateescape"))
+            except OSError as exc:
+                raise from_oserror(exc, f"reading link {rel}") from None
+            return TreeEntry(name, Kind.SYMLINK, mode, len(target), mtime,
+                             ObjectId(hash_bytes(target)), target)
+        fid = _NO_ID
+        if stat.S_ISREG(st.st_mode) and st.st_size in {
+                e.size for e in (he, te) if e is not None and e.kind is Kind.FILE}:
+            fid = self._file_id(rel, st)
+        return TreeEntry(name, Kind.FILE, mode, st.st_size, mtime, fid)
+
+    def _file_id(self, rel: str, st: os.stat_result) -> ObjectId:
+        with self.repo.index.read() as txn:
+            fid = cached_file_id(txn, rel, st)
+        if fid is not None:
+            return fid
+        if self._ingestor is None:  # hash it as a scan would (no content stored)
+            self._work = WorkTree(self.repo)
+            self._ingestor = Ingestor(self.repo, self._work, store=False, warn=self.warn)
+        job = FileJob(rel, os.path.join(self.root, rel), st)
+        self._ingestor.ingest(job)
+        if job.size == st.st_size and max(st.st_mtime_ns, st.st_ctime_ns) < \
+                time.time_ns() - RACY_NS:  # the scanner's rule
+            self.scanned[cache_key(rel)] = cache_value(st, job.fid)
+        return job.fid
+
+
+def _listdir(root: str, rel: str) -> set[str]:
+    try:
+        return set(os.listdir(os.path.join(root, rel)))
+    except OSError as exc:
+        raise from_oserror(exc, f"listing {rel}") from None
 
 
 def _conflict_message(paths: list[str]) -> str:
@@ -353,7 +497,12 @@ def _conflict_message(paths: list[str]) -> str:
 
 
 class _Apply:
-    """Carries out a plan through directory fds; counts what it did."""
+    """Carries out a plan through directory fds; counts what it did.
+
+    Large files are written by ``LARGE_WORKERS`` threads while this thread goes on
+    with the rest; a directory's mode and mtime are set only once every file below
+    it is done.
+    """
 
     def __init__(self, repo: Repo, root: str, plan: _Plan, warn, progress_factory):
         self.repo = repo
@@ -367,7 +516,9 @@ class _Apply:
         self.kept: list[str] = []
         self.counts = dict.fromkeys(("written", "updated", "removed", "dirs_created",
                                      "dirs_removed", "bytes", "cloned"), 0)
-        self._seq = 0
+        self._names = itertools.count(1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[str, TreeEntry, Future]] = []
         total = sum(e.size for op, _, e in plan.actions if op == WRITE and e.kind is Kind.FILE)
         self.progress = progress_factory(total) if progress_factory and total else None
 
@@ -376,11 +527,15 @@ class _Apply:
         try:
             for op, rel, entry in self.plan.actions:
                 self._do(op, rel, entry)
+            rel = ""
+            self._wait("")
         except OSError as exc:
             raise _stopped(from_oserror(exc, f"checking out {rel or '.'}"), rel) from None
         except VfsError as exc:
             raise _stopped(exc, rel) from None
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
             self.fds.close()
             if self.progress is not None and hasattr(self.progress, "close"):
                 self.progress.close()
@@ -394,6 +549,7 @@ class _Apply:
 
     def _do(self, op: int, rel: str, e: TreeEntry | None) -> None:
         if op == DIRMETA:
+            self._wait(rel)
             fd = self.fds.get(rel)
             os.fchmod(fd, e.mode & MODE_MASK)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
@@ -434,66 +590,104 @@ class _Apply:
             return
         self.counts["dirs_removed"] += 1
 
-    def _tmp_name(self) -> bytes:
-        self._seq += 1
-        return f".vfs-tmp-{os.getpid()}-{self._seq}".encode()
+    # -- files ----------------------------------------------------------------------
+    def _write(self, dfd: int, bname: bytes, rel: str, e: TreeEntry) -> None:
+        self.touched.add(cache_key(rel))
+        if e.kind is Kind.SYMLINK:
+            self._write_symlink(dfd, bname, e)
+            self.counts["written"] += 1
+        elif e.size >= self.threshold:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(LARGE_WORKERS, thread_name_prefix="vfs-co")
+            own = os.dup(dfd)  # the fd cache may close dfd before the worker is done
+            self._pending.append((rel, e, self._pool.submit(self._write_large, own, bname, e)))
+        else:
+            self._done(rel, e, *self._write_file(dfd, bname, e))
 
-    def _make_tmp(self, dfd: int, make) -> tuple:
-        """Create a temporary name in ``dfd`` with ``make(name)``; skips leftovers."""
+    def _write_large(self, dfd: int, bname: bytes, e: TreeEntry):
+        try:
+            return self._write_file(dfd, bname, e)
+        finally:
+            os.close(dfd)
+
+    def _wait(self, rel: str) -> None:
+        """Finish the pending large files below directory ``rel`` ("" for all)."""
+        prefix = rel + "/" if rel else ""
+        keep = []
+        for item in self._pending:
+            if item[0].startswith(prefix):
+                try:
+                    self._done(item[0], item[1], *item[2].result())
+                except OSError as exc:
+                    raise _stopped(from_oserror(exc, f"writing {item[0]}"), item[0]) from None
+                except VfsError as exc:
+                    raise _stopped(exc, item[0]) from None
+            else:
+                keep.append(item)
+        self._pending = keep
+
+    def _done(self, rel: str, e: TreeEntry, st: os.stat_result, copied: int,
+              cloned: int) -> None:
+        self.counts["written"] += 1
+        self.counts["bytes"] += copied
+        self.counts["cloned"] += cloned
+        if st.st_mtime_ns < time.time_ns() - RACY_NS:
+            self.cache[cache_key(rel)] = cache_value(st, e.id)
+
+    def _make_tmp(self, make) -> tuple:
+        """A new temporary name made with ``make(name)``; skips leftovers."""
         while True:
-            tmp = self._tmp_name()
+            tmp = f".vfs-tmp-{os.getpid()}-{next(self._names)}".encode()
             try:
                 return tmp, make(tmp)
             except FileExistsError:  # left by a crashed process with our pid
                 continue
 
-    def _write(self, dfd: int, bname: bytes, rel: str, e: TreeEntry) -> None:
-        key = cache_key(rel)
-        self.touched.add(key)
-        if e.kind is Kind.SYMLINK:
-            tmp, _ = self._make_tmp(dfd, lambda t: os.symlink(e.target, t, dir_fd=dfd))
-            try:
-                os.utime(tmp, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
-                os.rename(tmp, bname, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
-                _unlink_quietly(tmp, dfd)
-                raise
-            self.counts["written"] += 1
-            return
-        tmp, fd = self._make_tmp(dfd, lambda t: os.open(t, _CREATE, 0o600, dir_fd=dfd))
+    def _write_symlink(self, dfd: int, bname: bytes, e: TreeEntry) -> None:
+        tmp, _ = self._make_tmp(lambda t: os.symlink(e.target, t, dir_fd=dfd))
+        try:
+            os.utime(tmp, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+            os.rename(tmp, bname, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            _unlink_quietly(tmp, dfd)
+            raise
+
+    def _write_file(self, dfd: int, bname: bytes, e: TreeEntry):
+        """Write a file under a temporary name and rename it over ``bname``.
+
+        Returns its stat after the rename (which sets the ctime), the bytes copied
+        and the bytes cloned.
+        """
+        tmp, fd = self._make_tmp(lambda t: os.open(t, _CREATE, 0o600, dir_fd=dfd))
         try:
             try:
-                self._fill(fd, e)
+                copied, cloned = self._fill(fd, e)
                 os.fchmod(fd, e.mode & MODE_MASK)
                 os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
                 os.rename(tmp, bname, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
                 _unlink_quietly(tmp, dfd)
                 raise
-            st = os.fstat(fd)  # after the rename, which sets the ctime
+            return os.fstat(fd), copied, cloned
         finally:
             os.close(fd)
-        self.counts["written"] += 1
-        if st.st_mtime_ns < time.time_ns() - RACY_NS:
-            self.cache[key] = cache_value(st, e.id)
 
-    def _fill(self, fd: int, e: TreeEntry) -> None:
+    def _fill(self, fd: int, e: TreeEntry) -> tuple[int, int]:
         if e.size == 0:
-            return
+            return 0, 0
         if e.size >= self.threshold and self.repo.store.clone_object(e.id, fd, e.size):
-            self.counts["cloned"] += e.size
             self._tick(e.size)
-            return
+            return 0, e.size
         done = 0
         for ref in self.repo.chunks(e):
-            data = self.repo.blobs.read_verified(ref.id, self.repo.chunk_loc(ref.id))
+            data = self.repo.read_chunk(ref.id)
             _write_all(fd, data)
             done += len(data)
             self._tick(len(data))
-        self.counts["bytes"] += done
         if done != e.size:
             raise CorruptObject(f"file {e.id.short} has {done} bytes in its chunks but "
                                 f"its entry says {e.size}; run 'vfs fsck'")
+        return done, 0
 
     def _meta(self, dfd: int, bname: bytes, e: TreeEntry) -> None:
         if e.kind is Kind.SYMLINK:  # a symlink's own mode cannot be set on Linux

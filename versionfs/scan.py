@@ -64,6 +64,15 @@ def cache_value(st: os.stat_result, fid: bytes) -> bytes:
     return msgpack.packb([*stat_key(st), bytes(fid)], use_bin_type=True)
 
 
+def cached_file_id(txn, rel: str, st: os.stat_result) -> ObjectId | None:
+    """The file id the stat cache holds for ``rel``, if ``st`` still matches it."""
+    raw = txn.get("statcache", cache_key(rel))
+    if raw is None:
+        return None
+    rec = msgpack.unpackb(raw)
+    return ObjectId(rec[6]) if tuple(rec[:6]) == stat_key(st) else None
+
+
 @dataclass(slots=True)
 class FileJob:
     """A workspace file whose content must be read."""
@@ -434,13 +443,11 @@ class Scanner:
         key = _fs_name(rel)
         self.work.seen_paths.add(key)
         job = FileJob(rel, path, st)
-        raw = self._txn.get("statcache", key)
-        if raw is not None:
-            rec = msgpack.unpackb(raw)
-            if tuple(rec[:6]) == stat_key(st):
-                job.fid = ObjectId(rec[6])
-                job.size = st.st_size
-                return job
+        fid = cached_file_id(self._txn, rel, st)
+        if fid is not None:
+            job.fid = fid
+            job.size = st.st_size
+            return job
         self.jobs.append(job)
         return job
 
