@@ -286,6 +286,28 @@ def test_snapshot_of_some_paths_leaves_the_rest_uncommitted(cli, ext4_dir):
     repo.close()
 
 
+def test_snapshot_of_a_path_under_new_directories_records_their_metadata(ext4_dir):
+    """The directories leading to a PATH that HEAD does not have yet are recorded as
+    they are in the workspace (mode, mtime), exactly as a full snapshot would."""
+    ws = ext4_dir / "ws"
+    repo = new_repo(ws)
+    write(ws, "a.txt", "a")
+    repo.snapshot(message="first")
+    write(ws, "new/deeper/f.txt", "f", mtime_ns=T0)
+    os.chmod(ws / "new" / "deeper", 0o700)
+    os.chmod(ws / "new", 0o750)
+    os.utime(ws / "new" / "deeper", ns=(T0 + 1, T0 + 1))
+    os.utime(ws / "new", ns=(T0 + 2, T0 + 2))
+    repo.snapshot(["new/deeper/f.txt"], message="one path")
+    got = entries(repo)
+    assert (got["new"].mode, got["new"].mtime_ns) == (0o750, T0 + 2)
+    assert (got["new/deeper"].mode, got["new/deeper"].mtime_ns) == (0o700, T0 + 1)
+    assert got["new/deeper/f.txt"].mtime_ns == T0
+    # so a full snapshot afterwards finds nothing to record
+    assert not repo.snapshot(message="full").created
+    repo.close()
+
+
 def test_summary_counts(cli, ext4_dir):
     ws = ext4_dir / "ws"
     new_repo(ws).close()
