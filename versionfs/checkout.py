@@ -519,20 +519,20 @@ class _Apply:
         self._names = itertools.count(1)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[tuple[str, TreeEntry, Future]] = []
+        self._where = ""  # the path being written, for error messages
         total = sum(e.size for op, _, e in plan.actions if op == WRITE and e.kind is Kind.FILE)
         self.progress = progress_factory(total) if progress_factory and total else None
 
     def run(self) -> None:
-        rel = ""
         try:
             for op, rel, entry in self.plan.actions:
+                self._where = rel
                 self._do(op, rel, entry)
-            rel = ""
             self._wait("")
         except OSError as exc:
-            raise _stopped(from_oserror(exc, f"checking out {rel or '.'}"), rel) from None
+            raise from_oserror(exc, f"checking out {self._where or '.'}") from None
         except VfsError as exc:
-            raise _stopped(exc, rel) from None
+            raise _stopped(exc, self._where) from None
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
@@ -616,12 +616,8 @@ class _Apply:
         keep = []
         for item in self._pending:
             if item[0].startswith(prefix):
-                try:
-                    self._done(item[0], item[1], *item[2].result())
-                except OSError as exc:
-                    raise _stopped(from_oserror(exc, f"writing {item[0]}"), item[0]) from None
-                except VfsError as exc:
-                    raise _stopped(exc, item[0]) from None
+                self._where = item[0]  # errors are about this file
+                self._done(item[0], item[1], *item[2].result())
             else:
                 keep.append(item)
         self._pending = keep
@@ -761,8 +757,7 @@ def _unlink_quietly(name: bytes, dfd: int) -> None:
 
 
 def _stopped(exc: VfsError, rel: str) -> VfsError:
-    """The same error, saying where the checkout stopped."""
-    new = type(exc)(f"{exc.message} (checkout stopped at {rel or '.'}; every file is "
-                    "either old or new: fix the cause and run the checkout again)")
+    """The same error, saying which path the checkout was writing."""
+    new = type(exc)(f"{exc.message} (while checking out {rel or '.'})")
     new.errno = exc.errno
     return new
