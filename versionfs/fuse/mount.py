@@ -92,6 +92,10 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
     root answers through the mount, ``on_ready(error)`` if it never does."""
     repo = Repo.open_repo(req.repo)
     view = View(repo, req.rev)
+    # Until trio listens for them, SIGTERM and SIGHUP must still end in the
+    # ``finally`` below (which unmounts), not kill the process outright.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_exit)
     try:
         ops = Operations(view, read_threads=read_threads)
         try:
@@ -113,6 +117,10 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
     finally:
         view.close()
         repo.close()
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 async def _main(mountpoint: str, on_ready, state: mounts.MountState) -> None:
@@ -241,6 +249,7 @@ def _read_reply(pipe, pid: int, logpath: str) -> str:
 
 def _daemon(req: MountRequest, wfd: int) -> int:
     os.setsid()
+    os.chdir("/")  # hold no directory busy
     logpath = mounts.state_base(req.mountpoint) + ".log"
     try:
         os.makedirs(mounts.state_dir(), mode=0o700, exist_ok=True)
@@ -269,6 +278,11 @@ def _daemon(req: MountRequest, wfd: int) -> int:
         if not reported:
             ready(exc)
         return exc.exit_code
+    except SystemExit as exc:  # a signal before the loop listened for it
+        log.info("stopped before serving (exit %s)", exc.code)
+        if not reported:
+            ready(MountError("the mount daemon was stopped by a signal before it served"))
+        return exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         log.exception("the mount daemon failed")
         if not reported:

@@ -53,7 +53,11 @@ class ChunkCache:
                 if ref.id in self._data or ref.id in self._loading:
                     continue
                 fut = self._loading[ref.id] = Future()
-            self._pool.submit(self._load, ref.id, fut)
+            try:
+                self._pool.submit(self._load, ref.id, fut)
+            except RuntimeError:  # closing: whoever waits loads it, or gets the error
+                self._abandon(ref.id, fut)
+                return
 
     def _load(self, cid: bytes, fut: Future) -> None:
         try:
@@ -74,9 +78,19 @@ class ChunkCache:
                 self._bytes -= len(old)
         fut.set_result(data)
 
+    def _abandon(self, cid: bytes, fut: Future) -> None:
+        with self._lock:
+            self._loading.pop(cid, None)
+        fut.set_exception(RuntimeError("the chunk cache is closed"))
+
     def close(self) -> None:
+        """Stop the read-ahead threads; loads they had not started fail."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            pending = [(cid, f) for cid, f in self._loading.items() if not f.done()]
+        for cid, fut in pending:
+            self._abandon(cid, fut)
 
 
 class Content:
