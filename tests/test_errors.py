@@ -85,6 +85,7 @@ def test_unknown_revision_suggests_close_names(cli, ws):
         line = one_line(res.stderr)
         assert "unknown revision" in line and "'relase1'" in line, args
         assert "release1" in line, "the message must suggest the close tag name"
+    assert "main" in one_line(cli.fail("log", "mian", cwd=ws, code=4).stderr)
 
 
 def test_unknown_revision_without_close_name_says_where_to_look(cli, ws):

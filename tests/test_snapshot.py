@@ -472,3 +472,19 @@ def test_python_api_as_in_the_readme(tmp_path):
     repo.close()
     with Repo.open(str(ws)) as again:
         assert again.resolve("v1") == r1.commit
+
+
+def test_names_that_are_not_utf8(storage):
+    ws = storage / "ws"
+    repo = new_repo(ws)
+    raw = os.fsencode(str(ws)) + b"/caf\xe9 latin-1.txt"
+    with open(raw, "wb") as f:
+        f.write(b"bytes in a latin-1 name")
+    os.mkdir(os.fsencode(str(ws)) + b"/dir\xff")
+    repo.snapshot(message="odd names")
+    name = os.fsdecode(b"caf\xe9 latin-1.txt")
+    got = entries(repo)
+    assert set(got) == {name, os.fsdecode(b"dir\xff")}
+    assert read(repo, "HEAD", name) == b"bytes in a latin-1 name"
+    assert not repo.snapshot(message="again").created
+    repo.close()
