@@ -113,11 +113,18 @@ class Operations(pyfuse3.Operations):
 
     @_translated
     async def readdir(self, fh, start_id, token):
-        for ent in self.view.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, ent.name, self.entry(ent.attr),
-                                         ent.next_offset):
-                if ent.name not in (b".", b".."):
-                    self.view.forget([(ent.attr.ino, 1)])  # the kernel did not take it
+        # readdir_reply copies the attributes, so one object serves every entry
+        e = self.entry(Attr(0, 0, 0, 0, 1, 0))
+        reply = pyfuse3.readdir_reply
+        for name, attr, next_offset in self.view.readdir(fh, start_id):
+            e.st_ino, e.st_mode, e.st_size, e.st_nlink, e.st_blocks = \
+                attr.ino, attr.mode, attr.size, attr.nlink, attr.blocks
+            e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = attr.mtime_ns
+            e.entry_timeout = e.attr_timeout = STABLE_TIMEOUT if attr.stable \
+                else MOVING_TIMEOUT
+            if not reply(token, name, e, next_offset):
+                if name not in (b".", b".."):
+                    self.view.forget([(attr.ino, 1)])  # the kernel did not take it
                 break
 
     @_translated

@@ -149,12 +149,6 @@ class View:
         count one lookup of it."""
         table = self._files
         inos = d.inos
-        if inos is not None and inos[idx]:  # listed before: skip the hash
-            ino = inos[idx]
-            i = table.slot(ino)
-            if table.inos[i] == ino:
-                table.refs[i] += 1
-                return tree.attr(ino, idx)
         key = tree.key(idx)
         if key[0] == _KIND_DIR:
             ckey = (d.ino, idx)
@@ -269,10 +263,19 @@ class View:
         with self._lock:
             if d.inos is None:
                 d.inos = array("Q", bytes(8 * len(tree)))
+        # the hot loop of every listing: _child's fast path, inlined
+        inos, table, lock = d.inos, self._files, self._lock
+        blob, offs, attr_of = tree.blob, tree.offs, tree.attr
         for idx in range(max(offset, 2) - 2, len(tree)):
-            with self._lock:
-                attr = self._child(d, tree, idx)
-            yield DirEntry(tree.name(idx), attr, idx + 3)
+            with lock:
+                ino = inos[idx]
+                i = table.slot(ino) if ino else -1
+                if i >= 0 and table.inos[i] == ino:
+                    table.refs[i] += 1
+                    attr = attr_of(ino, idx)
+                else:
+                    attr = self._child(d, tree, idx)
+            yield DirEntry(blob[offs[idx]: offs[idx + 1]], attr, idx + 3)
 
     def _readdir_virtual(self, d: _Dir, offset: int) -> Iterator[DirEntry]:
         for i, name in enumerate(self._virtual_names(d)[offset - 2:], offset):

@@ -153,7 +153,7 @@ class PackedTree:
                          size, mtime, ObjectId(oid), self.targets.get(i, b""))
 
     def attr(self, ino: int, i: int) -> Attr:
-        kind, mode, size, mtime, _ = self.fields(i)
+        kind, mode, size, mtime, _ = _unpack_from(self.recs, i * _REC_SIZE)
         if kind == _KIND_SYMLINK:
             size = len(self.targets.get(i, b""))
         return Attr(ino, _FTYPE[kind] | mode, size, mtime, 1,
@@ -163,6 +163,7 @@ class PackedTree:
 _FTYPE = {int(Kind.FILE): stat.S_IFREG, int(Kind.DIR): stat.S_IFDIR,
           int(Kind.SYMLINK): stat.S_IFLNK}
 _KIND_DIR, _KIND_SYMLINK = int(Kind.DIR), int(Kind.SYMLINK)
+_unpack_from, _REC_SIZE = PackedTree.REC.unpack_from, PackedTree.REC.size
 
 
 class TreeCache:
