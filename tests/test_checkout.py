@@ -475,12 +475,15 @@ def test_unknown_revision_fails_with_its_name(two_versions):
         checkout(repo, "nope")
 
 
-def test_disk_full_is_a_clear_error(small_fs):
+def test_disk_full_is_a_clear_error_and_a_rerun_finishes(small_fs):
     ws = small_fs / "ws"
     repo = make_repo(ws)
-    put(ws, "data", os.urandom(6 << 20))
+    v1_data = os.urandom(3 << 20)
+    put(ws, "data", v1_data)
+    put(ws, "small", "v1")
     snap(repo, "v1")
-    put(ws, "data", os.urandom(6 << 20))
+    put(ws, "data", os.urandom(3 << 20))
+    put(ws, "small", "v2")
     snap(repo, "v2")
     filler = small_fs / "filler"
     with open(filler, "wb") as f:
@@ -495,8 +498,12 @@ def test_disk_full_is_a_clear_error(small_fs):
             checkout(repo, "v1")
         assert repo.head() == repo.resolve("v2")
         assert not [n for n in os.listdir(ws) if n.startswith(".vfs-tmp")]
-    finally:
         filler.unlink()
+        checkout(repo, "v1")  # the files already switched are no conflict
+        assert (ws / "data").read_bytes() == v1_data and (ws / "small").read_text() == "v1"
+    finally:
+        if filler.exists():
+            filler.unlink()
         repo.close()
 
 

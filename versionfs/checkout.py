@@ -689,8 +689,13 @@ class _Apply:
         if e.kind is Kind.SYMLINK:  # a symlink's own mode cannot be set on Linux
             os.utime(bname, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
             return
-        fd = os.open(bname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dfd)
+        try:
+            fd = os.open(bname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dfd)
+        except PermissionError:  # unreadable (mode 000): the planner saw a regular file
+            os.chmod(bname, e.mode & MODE_MASK, dir_fd=dfd)
+            os.utime(bname, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+            return
         try:
             os.fchmod(fd, e.mode & MODE_MASK)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
