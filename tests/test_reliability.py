@@ -131,31 +131,71 @@ class Workspace:
         self.put(big, bytes(data))
 
 
+def lock_holder(root: Path) -> str:
+    try:
+        return (root / ".vfs" / "lock").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def run_until(proc: subprocess.Popen, root: Path, trigger: str, delay: float) -> bool:
+    """Let a snapshot run until ``trigger`` ('lock': it holds the repository lock;
+    'tmp': a new file appeared in .vfs/tmp, i.e. content is being written; 'delay':
+    ``delay`` seconds after it took the lock), then kill -9 it. Progress is watched,
+    not guessed from the clock, so a slow machine only moves the kills later.
+    Returns whether it was killed (False: it finished first)."""
+    tmp = root / ".vfs" / "tmp"
+    before = set(os.listdir(tmp))
+    me = str(proc.pid)
+    while proc.poll() is None:
+        if lock_holder(root) == me and trigger != "tmp":
+            if trigger == "delay":
+                time.sleep(delay)
+            break
+        if trigger == "tmp" and set(os.listdir(tmp)) - before:
+            break
+        time.sleep(0.001)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
 def test_kill_during_snapshot_keeps_every_commit(storage, cli):
     rng = random.Random(1234)
     ws = Workspace(storage / "ws", rng)
     ws.root.mkdir()
     Repo.init(str(ws.root)).close()
     ws.populate()
-    # the first snapshot also measures how long one takes, to spread the kills over it
-    t0 = time.monotonic()
-    cli("snapshot", "-m", "base", cwd=ws.root)
-    duration = time.monotonic() - t0
     expected: dict[bytes, dict[str, str]] = {}
+    with Repo.open(str(ws.root)) as repo:
+        expected[bytes(repo.snapshot(message="base").commit)] = ws.expected()
+    # one uninterrupted snapshot of the kind killed below: how long it holds the
+    # lock, so that the delayed kills can be spread over that time
+    ws.mutate()
+    proc = popen(["snapshot", "-m", "calibration"], ws.root, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and lock_holder(ws.root) != str(proc.pid):
+            time.sleep(0.001)
+        t0 = time.monotonic()
+        assert proc.wait(timeout=120) == 0
+        work = max(time.monotonic() - t0, 0.01)
+    finally:
+        reap(proc)
     with Repo.open(str(ws.root)) as repo:
         expected[bytes(repo.head())] = ws.expected()
     iterations = 16
+    triggers = [rng.choice(["lock", "tmp", "delay", "delay"]) for _ in range(iterations)]
     killed = 0
-    for i in range(iterations):
+    for i, trigger in enumerate(triggers):
         ws.mutate()
         state = ws.expected()
         proc = popen(["snapshot", "-m", f"iteration {i}"], ws.root,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(rng.uniform(0.3, 1.05) * duration)  # past startup, mostly
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                killed += 1
+            killed += run_until(proc, ws.root, trigger, rng.uniform(0, 1.2) * work)
         finally:
             reap(proc)
         with Repo.open(str(ws.root)) as repo:
@@ -170,7 +210,8 @@ def test_kill_during_snapshot_keeps_every_commit(storage, cli):
                 assert read_back(repo, cid, cache) == want, \
                     f"iteration {i}: commit {cid.hex()[:12]} does not read back"
             assert_fsck_clean(repo)
-    assert killed >= iterations // 3, "too few snapshots were interrupted to mean much"
+    # the 'lock' and 'tmp' kills fire while the snapshot is plainly still working
+    assert killed >= sum(t != "delay" for t in triggers) // 2
     # after all that, the command line agrees and a normal snapshot still works
     res = cli("fsck", "--verify-data", cwd=ws.root)
     assert "no problems" in res.stdout
@@ -433,7 +474,7 @@ def test_file_changing_during_snapshot(storage, size):
             assert "hot.bin" in line and "changing" in line
         outcomes.append(proc.returncode == 0)
         with Repo.open(str(ws)) as repo:
-            for attempt in range(30):
+            for attempt in range(60):
                 try:
                     repo.snapshot(message=f"api {attempt}", allow_empty=True)
                     outcomes.append(True)
