@@ -519,7 +519,7 @@ def test_cli_checkout(cli, tmp_path):
     snap(repo, "v2")
     repo.close()
     res = cli("checkout", "v1", cwd=ws)
-    assert "HEAD is now at" in res.stdout and "1 files written" in res.stderr
+    assert "HEAD is now at" in res.stdout and "1 file written" in res.stderr
     assert (ws / "a.txt").read_text() == "one"
     out = json.loads(cli("checkout", "main", "--json", cwd=ws).stdout)
     assert out["head"] == "heads/main" and out["files_written"] == 1

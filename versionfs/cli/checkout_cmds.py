@@ -60,15 +60,19 @@ def _where(res: CheckoutResult) -> str:
 
 
 def _summary(res: CheckoutResult, elapsed: float) -> str:
-    parts = [f"{res.files_written} files written", f"{res.files_removed} removed"]
+    parts = [f"{_n(res.files_written, 'file')} written", f"{res.files_removed} removed"]
     if res.files_updated:
         parts.append(f"{res.files_updated} with metadata updated")
     if res.dirs_created or res.dirs_removed:
-        parts.append(f"{res.dirs_created} dirs created, {res.dirs_removed} removed")
+        parts.append(f"{_n(res.dirs_created, 'dir')} created, {res.dirs_removed} removed")
     data = f"copied {fmt_bytes(res.bytes_written)}"
     if res.bytes_cloned:
         data += f", cloned {fmt_bytes(res.bytes_cloned)}"
     return f"{', '.join(parts)}; {data}; {elapsed:.2f} s"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _to_json(res: CheckoutResult, elapsed: float) -> dict:
