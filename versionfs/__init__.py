@@ -2,10 +2,19 @@
 
 The public API is ``Repo`` (open or create a repository, then snapshot, diff,
 checkout, log, resolve, open files of any version) and the ``VfsError`` hierarchy.
+Both are loaded on first use, so importing a submodule (the CLI, the mount) does not
+pay for the whole package.
 """
-
-from .api import Repo
-from .errors import VfsError
 
 __all__ = ["Repo", "VfsError"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "Repo":
+        from .api import Repo
+        return Repo
+    if name == "VfsError":
+        from .errors import VfsError
+        return VfsError
+    raise AttributeError(f"module 'versionfs' has no attribute {name!r}")

@@ -10,51 +10,62 @@ checkout, gc, fsck), which live in their own modules below this one. Use it as::
     with repo.open("v1", "images/0001.png") as f:
         header = f.read(16)
 
+Each verb's module is imported when the verb is first used, so opening a repository
+to read it does not load the snapshot, checkout or gc machinery.
+
 Thread-safety: as ``repo.Repo``; writing verbs take the repository lock.
 """
 
 from __future__ import annotations
 
-from . import checkout as _checkout
-from . import diff as _diff
-from . import fsck as _fsck
-from . import gc as _gc
+from typing import TYPE_CHECKING
+
 from . import repo as _repo
-from . import scan as _scan
-from . import snapshot as _snapshot
+
+if TYPE_CHECKING:
+    from .diff import DiffResult
+    from .snapshot import SnapshotResult
 
 
 class Repo(_repo.Repo):
     """A versionfs repository; see ``Repo.init`` and ``Repo.open``."""
 
     def snapshot(self, paths: list[str] | None = None, *, message: str = "",
-                 tag: str | None = None, **kw) -> _snapshot.SnapshotResult:
+                 tag: str | None = None, **kw) -> SnapshotResult:
         """Record the workspace (or ``paths`` in it) as a commit; see ``snapshot``."""
-        return _snapshot.snapshot(self, paths, message=message, tag=tag, **kw)
+        from .snapshot import snapshot
+        return snapshot(self, paths, message=message, tag=tag, **kw)
 
-    def diff(self, a: str = "HEAD", b: str | None = None, **scan_kw) -> _diff.DiffResult:
+    def diff(self, a: str = "HEAD", b: str | None = None, **scan_kw) -> DiffResult:
         """Changes from revision ``a`` to revision ``b`` (default: the workspace)."""
+        from .diff import diff_trees
         old = self.commit(self.resolve(a)).tree
         if b is None:
-            work = _scan.scan_workspace(self, **scan_kw)
-            return _diff.diff_trees(self, old, work, work.root)
-        return _diff.diff_trees(self, old, self, self.commit(self.resolve(b)).tree)
+            from .scan import scan_workspace
+            work = scan_workspace(self, **scan_kw)
+            return diff_trees(self, old, work, work.root)
+        return diff_trees(self, old, self, self.commit(self.resolve(b)).tree)
 
-    def status(self, **scan_kw) -> _diff.DiffResult:
+    def status(self, **scan_kw) -> DiffResult:
         """Changes in the workspace since HEAD (everything is added before a commit)."""
-        work = _scan.scan_workspace(self, **scan_kw)
+        from .diff import diff_trees
+        from .scan import scan_workspace
+        work = scan_workspace(self, **scan_kw)
         head = self.head()
-        return _diff.diff_trees(self, self.commit(head).tree if head else None,
+        return diff_trees(self, self.commit(head).tree if head else None,
                                 work, work.root)
 
     def checkout(self, rev: str, *, into: str | None = None, force: bool = False, **kw):
         """Materialize ``rev`` into the workspace (or ``into``); see ``checkout``."""
-        return _checkout.checkout(self, rev, into=into, force=force, **kw)
+        from .checkout import checkout
+        return checkout(self, rev, into=into, force=force, **kw)
 
     def gc(self, **kw):
         """Delete what no ref, tag or run reaches; see ``gc``."""
-        return _gc.gc(self, **kw)
+        from .gc import gc
+        return gc(self, **kw)
 
     def fsck(self, *, verify_data: bool = False, **kw):
         """Check the repository (and with ``verify_data`` every byte); see ``fsck``."""
-        return _fsck.fsck(self, verify_data=verify_data, **kw)
+        from .fsck import fsck
+        return fsck(self, verify_data=verify_data, **kw)

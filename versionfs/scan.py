@@ -16,6 +16,7 @@ files and guards its shared state with a lock.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import stat
@@ -64,9 +65,9 @@ def cache_value(st: os.stat_result, fid: bytes) -> bytes:
     return msgpack.packb([*stat_key(st), bytes(fid)], use_bin_type=True)
 
 
-def cached_file_id(txn, rel: str, st: os.stat_result) -> ObjectId | None:
+def cached_file_id(txn, rel: str | bytes, st: os.stat_result) -> ObjectId | None:
     """The file id the stat cache holds for ``rel``, if ``st`` still matches it."""
-    raw = txn.get("statcache", cache_key(rel))
+    raw = txn.get("statcache", rel if isinstance(rel, bytes) else cache_key(rel))
     if raw is None:
         return None
     rec = msgpack.unpackb(raw)
@@ -144,13 +145,21 @@ class Ingestor:
         self.pack = repo.store.pack_writer() if store else None
         self.clones = store and repo.store.reflinks()
         self.installed: set[bytes] = set()
+        self._reads = contextlib.ExitStack()
+        self._txn = None
 
     # -- chunk bookkeeping ------------------------------------------------
     def _known(self, cid: bytes) -> bool:
+        """Whether the repository or this scan has chunk ``cid`` (call under ``lock``).
+
+        One read transaction serves the whole scan: the writer lock is held, so the
+        index cannot change under it.
+        """
         if cid in self.work.chunk_locs:
             return True
-        with self.repo.index.read() as txn:
-            return txn.has("chunks", cid)
+        if self._txn is None:
+            self._txn = self._reads.enter_context(self.repo.index.read())
+        return self._txn.has("chunks", cid)
 
     def _keep_chunk(self, data, cid: bytes) -> None:
         """Append a chunk to a pack unless the repository has it already."""
@@ -277,8 +286,10 @@ class Ingestor:
         return True
 
     def _file_stored(self, fid: bytes) -> bool:
-        with self.repo.index.read() as txn:
-            return txn.has("files", fid)
+        """Whether the repository has file record ``fid`` (call under ``lock``)."""
+        if self._txn is None:
+            self._txn = self._reads.enter_context(self.repo.index.read())
+        return self._txn.has("files", fid)
 
     def _hash_clone(self, tmp: str) -> FileRecord:
         with open(tmp, "rb") as f:
@@ -325,6 +336,7 @@ class Ingestor:
 
     def finish(self) -> None:
         """Make every stored chunk durable (packs fsynced and renamed)."""
+        self._end_reads()
         if self.pack is not None:
             self.pack.finish()
         dirs = {os.path.dirname(self.repo.store.blob_path(BlobKind.OBJECT, f))
@@ -332,7 +344,12 @@ class Ingestor:
         for d in dirs:
             fsync_dir(d)
 
+    def _end_reads(self) -> None:
+        self._txn = None
+        self._reads.close()
+
     def abort(self) -> None:
+        self._end_reads()
         if self.pack is not None:
             self.pack.abort()
 
@@ -443,7 +460,7 @@ class Scanner:
         key = _fs_name(rel)
         self.work.seen_paths.add(key)
         job = FileJob(rel, path, st)
-        fid = cached_file_id(self._txn, rel, st)
+        fid = cached_file_id(self._txn, key, st)
         if fid is not None:
             job.fid = fid
             job.size = st.st_size
@@ -616,20 +633,19 @@ def _lookup(work: WorkTree, entry: TreeEntry, rel: str) -> TreeEntry | None:
 
 
 def _replace(work: WorkTree, entry: TreeEntry | None, parts: list[str],
-             new: TreeEntry | None, repo: Repo) -> TreeEntry:
-    """A copy of dir ``entry`` with ``parts`` set to ``new`` (None removes it)."""
-    now = time.time_ns()
-    if entry is None:
-        entry = TreeEntry("", Kind.DIR, 0o755, 0, now, ObjectId(b"\0" * 32))
-        items = {}
-    else:
-        items = {e.name: e for e in work.tree(entry.id).entries}
+             new: TreeEntry | None, repo: Repo, prefix: str = "") -> TreeEntry:
+    """A copy of dir ``entry`` with ``parts`` set to ``new`` (None removes it).
+
+    Directories on the way take their mode and mtime from the workspace, as a full
+    snapshot would record them; one missing there keeps what HEAD had.
+    """
+    items = {e.name: e for e in work.tree(entry.id).entries} if entry is not None else {}
     head, rest = parts[0], parts[1:]
     if rest:
         child = items.get(head)
         if child is not None and not child.is_dir:
             child = None
-        sub = _replace(work, child, rest, new, repo)
+        sub = _replace(work, child, rest, new, repo, f"{prefix}{head}/")
         items[head] = TreeEntry(head, Kind.DIR, sub.mode, 0, sub.mtime_ns, sub.id)
     elif new is None:
         items.pop(head, None)
@@ -640,4 +656,19 @@ def _replace(work: WorkTree, entry: TreeEntry | None, parts: list[str],
     tid = tree_id(enc)
     work.trees[tid] = enc
     work.tree_objs[tid] = tree
-    return TreeEntry(entry.name, Kind.DIR, entry.mode, 0, entry.mtime_ns, tid)
+    mode, mtime_ns = _dir_meta(repo, prefix.rstrip("/"), entry)
+    return TreeEntry(entry.name if entry else os.path.basename(prefix.rstrip("/")),
+                     Kind.DIR, mode, 0, mtime_ns, tid)
+
+
+def _dir_meta(repo: Repo, rel: str, entry: TreeEntry | None) -> tuple[int, int]:
+    """(mode, mtime_ns) of workspace directory ``rel``, else of ``entry``."""
+    try:
+        st = os.lstat(os.path.join(repo.workspace, rel) if rel else repo.workspace)
+        if stat.S_ISDIR(st.st_mode):
+            return stat.S_IMODE(st.st_mode), st.st_mtime_ns
+    except OSError:
+        pass
+    if entry is not None:
+        return entry.mode, entry.mtime_ns
+    return 0o755, time.time_ns()

@@ -7,7 +7,6 @@ import sys
 
 import click
 
-from ..api import Repo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,8 +25,14 @@ def cli(ctx: click.Context, repo_path: str) -> None:
     ctx.obj = {"path": repo_path}
 
 
-def open_repo(ctx: click.Context) -> Repo:
-    """The repository for this command (``-C PATH`` or the current directory)."""
+def open_repo(ctx: click.Context):
+    """The repository (``versionfs.Repo``) for this command: ``-C PATH`` or the
+    current directory.
+
+    Command modules import what they need inside their commands, so ``vfs --help``
+    and each command load only the layers they use.
+    """
+    from ..api import Repo
     repo = Repo.open(ctx.obj["path"])
     ctx.call_on_close(repo.close)
     return repo

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 
-from ..diff import DiffResult, diff_trees, to_json
 from ..errors import UnknownRevision, UsageError
 from ..model import Kind
 from ..repo import Repo, normalize_path
 from .base import cli, emit_json, open_repo, progress_factory, warn
 from .format import fmt_bytes
+
+if TYPE_CHECKING:
+    from ..diff import DiffResult
 
 
 @cli.command("diff")
@@ -40,6 +43,7 @@ def diff_cmd(ctx: click.Context, args: tuple[str, ...], as_stat: bool, as_json: 
         new_src, new_root = _workspace(repo, paths)
     else:
         new_src, new_root = repo, repo.commit(repo.resolve(b)).tree
+    from ..diff import diff_trees, to_json
     result = diff_trees(repo, old_root, new_src, new_root, paths=paths or None)
     if as_json:
         emit_json(to_json(result))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import VfsError
-from ..fsck import FsckResult, fsck
-from ..gc import GcResult, gc
 from ..repo import find_repo_dir
+
+if TYPE_CHECKING:
+    from ..fsck import FsckResult
+    from ..gc import GcResult
 from .base import cli, emit_json, info, open_repo, warn
 from .format import fmt_bytes
 
@@ -80,6 +83,7 @@ def gc_cmd(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """
     repo = open_repo(ctx)
     with PhaseBars() as bars:
+        from ..gc import gc
         result = gc(repo, dry_run=dry_run, progress=bars, on_wait=info,
                     keep=mounted_commits(repo))
     for w in result.warnings:
@@ -144,6 +148,7 @@ def fsck_cmd(ctx: click.Context, verify_data: bool, as_json: bool) -> None:
     """
     repo = open_repo(ctx)
     with PhaseBars() as bars:
+        from ..fsck import fsck
         result = fsck(repo, verify_data=verify_data, progress=bars)
     if as_json:
         emit_json(fsck_json(result))

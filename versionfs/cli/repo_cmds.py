@@ -11,11 +11,8 @@ import time
 
 import click
 
-from ..diff import diff_trees, to_json
 from ..errors import IsADirectory, UsageError
 from ..model import Kind
-from ..repo import Repo
-from ..snapshot import check_ref_name, snapshot
 from .base import cli, emit_json, info, open_repo, progress_factory, warn
 from .format import fmt_bytes, fmt_time, short_summary
 
@@ -30,6 +27,7 @@ def init(path: str, bare: bool) -> None:
     PATH becomes the workspace and its data lives in PATH/.vfs; with --bare, PATH
     itself is the repository.
     """
+    from ..repo import Repo
     repo = Repo.init(path, bare=bare)
     where = repo.vfs_dir
     repo.close()
@@ -51,6 +49,8 @@ def snapshot_cmd(ctx, paths, message, tag, allow_empty, as_json) -> None:
     content is cloned (reflink filesystems) or packed as chunks. Prints the commit
     id and what changed. With nothing changed, no commit is made (HEAD is printed).
     """
+    from ..diff import diff_trees
+    from ..snapshot import snapshot
     repo = open_repo(ctx)
     t0 = time.monotonic()
     rel_paths = [_workspace_rel(repo, p) for p in paths] or None
@@ -87,7 +87,7 @@ def snapshot_cmd(ctx, paths, message, tag, allow_empty, as_json) -> None:
                + (f"; tagged {tag}" if tag else ""), err=True)
 
 
-def _workspace_rel(repo: Repo, path: str) -> str:
+def _workspace_rel(repo, path: str) -> str:
     if repo.workspace is None:
         raise UsageError("a bare repository has no workspace to snapshot")
     full = os.path.abspath(path)
@@ -112,6 +112,7 @@ def status(ctx, as_json: bool) -> None:
     where = f"on branch {branch.split('/', 1)[1]}" if branch else \
         f"HEAD detached at {head.hex()[:12]}" if head else "no commits yet"
     if as_json:
+        from ..diff import to_json
         out = to_json(changes)
         out["head"] = head.hex() if head else None
         out["branch"] = branch
@@ -182,6 +183,7 @@ def log(ctx, rev: str, max_count, oneline: bool, as_json: bool) -> None:
 @click.pass_context
 def show(ctx, spec: str, as_json: bool) -> None:
     """Describe a commit (REV) or an entry in it (REV:PATH)."""
+    from ..diff import diff_trees, to_json
     repo = open_repo(ctx)
     cid, path = repo.split_rev_path(spec)
     if ":" in spec:
@@ -220,7 +222,7 @@ def show(ctx, spec: str, as_json: bool) -> None:
         click.echo(line)
 
 
-def _entry_json(repo: Repo, path: str, e) -> dict:
+def _entry_json(repo, path: str, e) -> dict:
     out = {"path": path or "/", "kind": e.kind.name.lower(), "mode": oct(e.mode),
            "size": e.size, "mtime": fmt_time(e.mtime_ns, iso=True), "id": e.id.hex()}
     if e.kind is Kind.SYMLINK:
@@ -302,6 +304,7 @@ def _ref_command(kind: str):
                     "  " if kind == "branch" else ""
                 click.echo(f"{mark}{ref[len(prefix):]:<24} {cid.hex()[:12]}")
             return
+        from ..snapshot import check_ref_name
         check_ref_name(name, kind)
         cid = None if delete else repo.resolve(rev)
         with repo.lock(on_wait=info), repo.index.write() as txn:
