@@ -667,3 +667,26 @@ def test_force_from_any_workspace_gives_the_target(a, b, c):
                     assert dc.get(p) == v and (p not in db or db[p][0] == "dir"), p
         finally:
             repo.close()
+
+
+def test_non_utf8_names_round_trip(tmp_path):
+    ws = tmp_path / "ws"
+    repo = make_repo(ws)
+    raw = os.fsencode(str(ws)) + b"/caf\xe9"
+    os.mkdir(raw)
+    with open(raw + b"/\xff.bin", "wb") as f:
+        f.write(b"latin-1 names")
+    os.utime(raw + b"/\xff.bin", ns=(OLD, OLD))
+    os.utime(raw, ns=(OLD, OLD))
+    snap(repo, "v1")
+    d1 = describe(ws)
+    os.unlink(raw + b"/\xff.bin")
+    os.rmdir(raw)
+    snap(repo, "v2")
+    checkout(repo, "v1")
+    assert describe(ws) == d1
+    checkout(repo, "v1", into=str(tmp_path / "out"))
+    assert describe(tmp_path / "out") == d1
+    checkout(repo, "v2")
+    assert not os.path.exists(raw)
+    repo.close()
