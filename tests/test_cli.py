@@ -93,7 +93,8 @@ def hist(tmp_path_factory) -> History:
 def test_every_command_has_help(tmp_path):
     top = run("--help", cwd=tmp_path)
     assert top.stdout.startswith("Usage:")
-    listed = re.findall(r"^  ([a-z-]+)\s{2,}", top.stdout.split("Commands:")[1], re.M)
+    listed = re.findall(r"^  ([a-z-]+)\s{2,}", top.stdout.split("Commands:")[1],
+                        re.MULTILINE)
     assert COMMANDS <= set(listed), COMMANDS - set(listed)
     for name in listed:
         res = run(name, "--help", cwd=tmp_path)
@@ -180,8 +181,8 @@ def test_show_entry(hist):
     d = hist.json("show", "--json", "HEAD:moved")
     assert d["kind"] == "dir" and d["entries"] == 1
     text = hist("show", "HEAD:a.txt").stdout
-    assert re.search(r"^kind:\s+file$", text, re.M)
-    assert re.search(r"^size:\s+10$", text, re.M)
+    assert re.search(r"^kind:\s+file$", text, re.MULTILINE)
+    assert re.search(r"^size:\s+10$", text, re.MULTILINE)
 
 
 def test_ls(hist):
@@ -368,8 +369,8 @@ def test_diff_text_and_stat(hist):
     assert "R data/sub/c.bin -> moved/c.bin" in out
     assert out[-1].startswith("1 added, 1 removed, 1 modified, 1 renamed")
     stat = hist("diff", "--stat", "HEAD~2", "HEAD~1").stdout
-    assert re.search(r"^added\s+1 path\s", stat, re.M)
-    assert re.search(r"^renamed\s+1 path\s", stat, re.M)
+    assert re.search(r"^added\s+1 path\s", stat, re.MULTILINE)
+    assert re.search(r"^renamed\s+1 path\s", stat, re.MULTILINE)
 
 
 def test_diff_against_the_workspace(hist):

@@ -602,8 +602,8 @@ def test_damaged_bytes_are_detected(storage, cli, request):
 
 
 def test_truncated_and_missing_blobs_are_detected(storage, cli):
-    ws, repo, files = damage_setup(storage)
-    _, small_loc, small_blob = chunk_location(repo, "small.txt")
+    ws, repo, _ = damage_setup(storage)
+    _, _, small_blob = chunk_location(repo, "small.txt")
     _, big_loc, big_blob = chunk_location(repo, "big.bin", -1)
     blob_id = big_loc.blob.hex()
     repo.close()

@@ -16,8 +16,6 @@ import stat
 import time
 from pathlib import Path
 
-import pytest
-
 from versionfs.chunking import CHUNK_THRESHOLD
 from versionfs.hashing import hash_bytes
 from versionfs.model import Kind
