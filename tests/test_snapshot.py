@@ -405,7 +405,7 @@ def test_large_file_modified_in_the_middle(cli, storage, request):
     packs_before = _pack_bytes(ws / ".vfs")
     second = repo.snapshot(message="v2")
     assert second.created and second.files_read == 1
-    assert second.bytes_read == 20 * MiB
+    assert 0 < second.bytes_read <= 20 * MiB  # at most the file, once
     e1 = repo.entry(first.commit, "big.bin")
     e2 = repo.entry(second.commit, "big.bin")
     assert e1.id != e2.id
