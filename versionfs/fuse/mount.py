@@ -92,10 +92,9 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
     root answers through the mount, ``on_ready(error)`` if it never does."""
     repo = Repo.open_repo(req.repo)
     view = View(repo, req.rev)
-    # Until trio listens for them, SIGTERM and SIGHUP must still end in the
-    # ``finally`` below (which unmounts), not kill the process outright.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_exit)
+    stop = _Stop()
+    for signum in _SIGNALS:
+        signal.signal(signum, stop.handler)
     try:
         ops = Operations(view, read_threads=read_threads)
         try:
@@ -108,8 +107,9 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
             view.commit_id.hex() if view.commit_id else None, os.getpid(),
             mounts.state_base(req.mountpoint) + ".log")
         try:
-            trio.run(_main, req.mountpoint, on_ready, state)
+            trio.run(_main, req.mountpoint, on_ready, state, stop)
         finally:
+            stop.requested = True
             mounts.remove_state(req.mountpoint, os.getpid())
             still = mounts.find_mount(req.mountpoint) is not None
             pyfuse3.close(unmount=still)
@@ -119,24 +119,42 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
         repo.close()
 
 
-def _raise_exit(signum, frame):
-    raise SystemExit(128 + signum)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-async def _main(mountpoint: str, on_ready, state: mounts.MountState) -> None:
+class _Stop:
+    """Whether the mount is stopping. A signal that comes before trio listens
+    still ends in ``serve``'s ``finally`` (which unmounts); one that comes once
+    stopping has begun — trio re-delivers those that arrive as its receiver
+    closes — is ignored rather than turned into a second, noisy exit."""
+
+    requested = False
+
+    def handler(self, signum, frame):
+        if self.requested:
+            return
+        self.requested = True
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+
+async def _main(mountpoint: str, on_ready, state: mounts.MountState, stop: _Stop) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signals)
+        nursery.start_soon(_stop_on_signals, stop)
         nursery.start_soon(_announce, mountpoint, on_ready, state)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
+        stop.requested = True
         nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signals() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+async def _stop_on_signals(stop: _Stop) -> None:
+    with trio.open_signal_receiver(*_SIGNALS) as sigs:
         async for signum in sigs:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
+            if not stop.requested:
+                stop.requested = True
+                log.info("%s: unmounting", signal.Signals(signum).name)
+                pyfuse3.terminate()
 
 
 async def _announce(mountpoint: str, on_ready, state: mounts.MountState) -> None:
@@ -188,7 +206,7 @@ def mount(spec: str, mountpoint: str, *, default_repo: str = ".", foreground=Fal
                           allow_other=allow_other, debug=debug)
     what = req.repo + (f"@{req.rev} ({commit[:12]})" if req.rev else " (all versions)")
     if foreground:
-        _setup_logging(None, debug)
+        _setup_logging(debug)
         failed: list[VfsError] = []
 
         def ready(err):
@@ -206,13 +224,27 @@ def mount(spec: str, mountpoint: str, *, default_repo: str = ".", foreground=Fal
         f"'versionfs umount {req.mountpoint}' unmounts)")
 
 
-def _setup_logging(path: str | None, debug: bool) -> None:
-    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+class _Warnings(logging.Handler):
+    """Counts what was logged at WARNING or above: a clean daemon leaves no log."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+def _setup_logging(debug: bool) -> _Warnings:
+    """Log to stderr (the terminal, or the daemon's log file)."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    warnings = _Warnings()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, warnings]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    return warnings
 
 
 def _detach(req: MountRequest) -> int:
@@ -248,21 +280,32 @@ def _read_reply(pipe, pid: int, logpath: str) -> str:
 
 
 def _daemon(req: MountRequest, wfd: int) -> int:
+    """The forked daemon: detach, log to the mountpoint's log file, serve."""
     os.setsid()
     os.chdir("/")  # hold no directory busy
     logpath = mounts.state_base(req.mountpoint) + ".log"
     try:
         os.makedirs(mounts.state_dir(), mode=0o700, exist_ok=True)
-        out = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        out = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError:
         out = os.open(os.devnull, os.O_WRONLY)
     null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
+    for fd, target in ((0, null), (1, out), (2, out)):
+        os.dup2(target, fd)
     os.closerange(3, wfd)
     os.closerange(wfd + 1, 1 << 16)
-    _setup_logging(None, req.debug)  # stderr is the log file now
+    warnings = _setup_logging(req.debug)
+    code = _serve_reporting(req, wfd, logpath)
+    if code == 0 and warnings.count == 0:
+        try:
+            os.unlink(logpath)
+        except OSError:
+            pass
+    return code
+
+
+def _serve_reporting(req: MountRequest, wfd: int, logpath: str) -> int:
+    """``serve``, telling the waiting command over ``wfd`` how the start went."""
     reported = False
 
     def ready(err):
@@ -287,5 +330,8 @@ def _daemon(req: MountRequest, wfd: int) -> int:
         log.exception("the mount daemon failed")
         if not reported:
             ready(MountError(f"the mount daemon failed; see {logpath}"))
+        return 1
+    if not reported:  # the loop ended before the probe answered
+        ready(MountError(f"the mount ended before it served; see {logpath}"))
         return 1
     return 0
