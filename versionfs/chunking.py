@@ -49,6 +49,18 @@ def cut(data, params: ChunkParams = DEFAULT_PARAMS) -> list[tuple[int, int]]:
     return [(c.offset, c.length) for c in cdc.cut_buf(data)]
 
 
+def iter_cuts(data, params: ChunkParams = DEFAULT_PARAMS):
+    """``(offset, length)`` of the chunks of ``data``, lazily and with no threshold rule.
+
+    For resuming a cut at a known chunk edge of a larger file: the edges found are
+    the ones cutting the whole file would find from that edge on.
+    """
+    cdc = FastCDC(avg_size=params.avg_size, min_size=params.min_size,
+                  max_size=params.max_size)
+    for c in cdc.cut_buf(data):
+        yield c.offset, c.length
+
+
 STREAM_BLOCK = 16 << 20
 
 

@@ -20,6 +20,7 @@ import errno
 import fcntl
 import os
 import secrets
+import struct
 import threading
 from collections import OrderedDict
 
@@ -28,6 +29,14 @@ from .hashing import hash_bytes, hasher
 from .model import BlobKind, ChunkLoc, ObjectId
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
+FS_IOC_FIEMAP = 0xC020660B  # _IOWR('f', 11, struct fiemap) from linux/fs.h
+_FIEMAP_FLAG_SYNC = 0x1
+_FIEMAP_EXTENT_LAST = 0x1
+# Extents whose physical address says nothing certain about their bytes.
+_FIEMAP_VAGUE = 0x2 | 0x4 | 0x8 | 0x100 | 0x200 | 0x400 | 0x800
+_FIEMAP_HEAD = struct.Struct("=QQIIII")
+_FIEMAP_EXTENT = struct.Struct("=QQQQQIIII")
+_FIEMAP_BATCH = 256
 
 # Errnos meaning "this filesystem cannot clone", as opposed to a real failure.
 NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
@@ -122,6 +131,23 @@ class ObjectStore:
         finally:
             os.close(sfd)
 
+    def shared_with_object(self, fd: int, oid: bytes) -> list[tuple[int, int]]:
+        """Byte ranges ``[start, end)`` where open file ``fd`` and object ``oid`` use
+        the very same disk blocks at the same offsets, so hold the same bytes.
+
+        Empty when the object is absent or the filesystem cannot tell (FIEMAP).
+        """
+        try:
+            ofd = os.open(fan_out(self.objects, oid), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return []
+        try:
+            return shared_ranges(extents(fd), extents(ofd))
+        except OSError:
+            return []
+        finally:
+            os.close(ofd)
+
     def install_object(self, tmp: str, oid: bytes) -> bool:
         """Rename a finished tmp blob to objects/; False if it already existed."""
         return self._install(tmp, fan_out(self.objects, oid))
@@ -162,6 +188,52 @@ class ObjectStore:
                         yield kind, ObjectId.from_hex(fan + rest)
                     except ValueError:
                         continue
+
+
+def extents(fd: int) -> list[tuple[int, int, int]]:
+    """``(logical, physical, length)`` of each mapped extent of a file (FIEMAP).
+
+    Extents whose physical address is not a fact about their bytes (delayed
+    allocation, inline, encoded, unwritten...) are left out.
+    """
+    out = []
+    start = 0
+    while True:
+        buf = bytearray(_FIEMAP_HEAD.size + _FIEMAP_EXTENT.size * _FIEMAP_BATCH)
+        _FIEMAP_HEAD.pack_into(buf, 0, start, (1 << 64) - 1 - start, _FIEMAP_FLAG_SYNC, 0,
+                               _FIEMAP_BATCH, 0)
+        fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
+        mapped = _FIEMAP_HEAD.unpack_from(buf, 0)[3]
+        if mapped == 0:
+            return out
+        for i in range(mapped):
+            logical, physical, length, _, _, flags, _, _, _ = _FIEMAP_EXTENT.unpack_from(
+                buf, _FIEMAP_HEAD.size + i * _FIEMAP_EXTENT.size)
+            if not flags & _FIEMAP_VAGUE:
+                out.append((logical, physical, length))
+            if flags & _FIEMAP_EXTENT_LAST:
+                return out
+        start = logical + length
+
+
+def shared_ranges(a, b) -> list[tuple[int, int]]:
+    """Logical ranges where two extent lists map to the same physical bytes."""
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        la, pa, na = a[i]
+        lb, pb, nb = b[j]
+        lo, hi = max(la, lb), min(la + na, lb + nb)
+        if lo < hi and pa - la == pb - lb:
+            if out and out[-1][1] == lo:
+                out[-1] = (out[-1][0], hi)
+            else:
+                out.append((lo, hi))
+        if la + na <= lb + nb:
+            i += 1
+        else:
+            j += 1
+    return out
 
 
 def clone_file(src: str, dst: str) -> bool:

@@ -34,7 +34,8 @@ from .errors import FileChanged, PathNotFound, VfsError, from_oserror
 from .hashing import hash_bytes
 from .ignore import Ignore
 from .model import (
-    BlobKind, ChunkLoc, ChunkRef, FileRecord, Kind, ObjectId, Tree, TreeEntry, encode_file,
+    BlobKind, ChunkLoc, ChunkRef, FileRecord, Kind, ObjectId, Tree, TreeEntry, decode_file,
+    encode_file,
     encode_tree, file_id, make_tree, tree_id,
 )
 from .objects import fsync_dir
@@ -65,13 +66,19 @@ def cache_value(st: os.stat_result, fid: bytes) -> bytes:
     return msgpack.packb([*stat_key(st), bytes(fid)], use_bin_type=True)
 
 
-def cached_file_id(txn, rel: str | bytes, st: os.stat_result) -> ObjectId | None:
-    """The file id the stat cache holds for ``rel``, if ``st`` still matches it."""
+def cached_record(txn, rel: str | bytes) -> tuple[tuple, ObjectId] | None:
+    """``(stat key, file id)`` the stat cache holds for ``rel``, or None."""
     raw = txn.get("statcache", rel if isinstance(rel, bytes) else cache_key(rel))
     if raw is None:
         return None
     rec = msgpack.unpackb(raw)
-    return ObjectId(rec[6]) if tuple(rec[:6]) == stat_key(st) else None
+    return tuple(rec[:6]), ObjectId(rec[6])
+
+
+def cached_file_id(txn, rel: str | bytes, st: os.stat_result) -> ObjectId | None:
+    """The file id the stat cache holds for ``rel``, if ``st`` still matches it."""
+    rec = cached_record(txn, rel)
+    return rec[1] if rec is not None and rec[0] == stat_key(st) else None
 
 
 @dataclass(slots=True)
@@ -84,6 +91,8 @@ class FileJob:
     fid: ObjectId | None = None
     size: int = 0
     cacheable: bool = True
+    prev: ObjectId | None = None      # the id this path had when last cached
+    bytes_read: int | None = None     # when less than ``size`` was read
 
 
 @dataclass(slots=True)
@@ -204,7 +213,8 @@ class Ingestor:
             if done:
                 with self.lock:
                     self.work.stats.files_read += 1
-                    self.work.stats.bytes_read += job.size
+                    self.work.stats.bytes_read += \
+                        job.size if job.bytes_read is None else job.bytes_read
                 return
         raise FileChanged(
             f"{job.rel} kept changing while it was being read ({RETRIES} tries); "
@@ -274,7 +284,7 @@ class Ingestor:
             if stat_key(before) != stat_key(after):
                 # The clone holds one consistent state, but not a known one: no cache.
                 job.cacheable = False
-            rec = self._hash_clone(tmp)
+            rec = self._hash_clone(tmp, job)
             fid = self._record(job, rec)
             with self.lock:
                 if fid not in self.installed and not self._file_stored(fid):
@@ -291,22 +301,77 @@ class Ingestor:
             self._txn = self._reads.enter_context(self.repo.index.read())
         return self._txn.has("files", fid)
 
-    def _hash_clone(self, tmp: str) -> FileRecord:
+    def _hash_clone(self, tmp: str, job: FileJob) -> FileRecord:
+        """Cut and hash a clone; chunks of the previous version that the clone still
+        shares on disk (same blocks at the same offsets) are taken without reading."""
         with open(tmp, "rb") as f:
             size = os.fstat(f.fileno()).st_size
+            kept = self._unchanged_chunks(f.fileno(), job, size)
             with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as mm:
                 mm.madvise(mmap.MADV_SEQUENTIAL)
                 view = memoryview(mm)
-                refs = []
                 try:
-                    for off, length in chunking.cut(view, self.params):
-                        piece = view[off: off + length]
-                        refs.append(ChunkRef(ObjectId(hash_bytes(piece)), length))
-                        del piece
-                        self._tick(length)
+                    refs, hashed = self._cut_hash(view, kept)
                 finally:
                     view.release()
+        if kept:
+            job.bytes_read = hashed
         return FileRecord(size, tuple(refs))
+
+    def _unchanged_chunks(self, fd: int, job: FileJob, size: int) -> dict[int, ChunkRef]:
+        """Chunks of the file's previous version, by offset, whose bytes the clone
+        provably still has: its blocks are shared with the previous object."""
+        if job.prev is None:
+            return {}
+        with self.repo.index.read() as txn:
+            raw = txn.get("files", job.prev)
+        if raw is None:
+            return {}
+        shared = self.repo.store.shared_with_object(fd, job.prev)
+        if not shared:
+            return {}
+        prev = decode_file(raw)
+        kept = {}
+        off = 0
+        i = 0
+        for ref in prev.chunks:
+            end = off + ref.length
+            while i < len(shared) and shared[i][1] < end:
+                i += 1
+            # The previous last chunk ended at the old end of file, not at a content
+            # edge: it stays valid only if the file did not grow or shrink.
+            at_old_end = end == prev.size and size != prev.size
+            if end <= size and not at_old_end and i < len(shared) and shared[i][0] <= off:
+                kept[off] = ref
+            off = end
+        return kept
+
+    def _cut_hash(self, view, kept: dict[int, ChunkRef]) -> tuple[list[ChunkRef], int]:
+        """The chunks of ``view``: taken from ``kept`` where a kept chunk starts at an
+        edge, else cut (resuming FastCDC at that edge) and hashed. Returns them and
+        the number of bytes hashed."""
+        size = len(view)
+        refs: list[ChunkRef] = []
+        pos = hashed = 0
+        cuts = iter(chunking.cut(view, self.params)) if not kept else None
+        while pos < size:
+            ref = kept.get(pos)
+            if ref is not None:
+                refs.append(ref)
+                pos += ref.length
+                continue
+            if cuts is None or kept:
+                cuts = _cuts_from(view, pos, self.params)
+            for off, length in cuts:
+                piece = view[off: off + length]
+                refs.append(ChunkRef(ObjectId(hash_bytes(piece)), length))
+                del piece
+                self._tick(length)
+                hashed += length
+                pos = off + length
+                if pos in kept:
+                    break
+        return refs, hashed
 
     def _install_clone(self, tmp: str, fid: bytes, rec: FileRecord) -> None:
         fd = os.open(tmp, os.O_RDONLY)
@@ -321,8 +386,9 @@ class Ingestor:
             if not self._known(ref.id):
                 self.work.chunk_locs[ref.id] = ChunkLoc(BlobKind.OBJECT, ObjectId(fid), off,
                                                         ref.length)
+                # the clone shares every other block with the workspace file
+                self.work.stats.bytes_stored += ref.length
             off += ref.length
-        self.work.stats.bytes_stored += rec.size
 
     def _record(self, job: FileJob, rec: FileRecord) -> ObjectId:
         enc = encode_file(rec)
@@ -352,6 +418,12 @@ class Ingestor:
         self._end_reads()
         if self.pack is not None:
             self.pack.abort()
+
+
+def _cuts_from(view, start: int, params):
+    """Chunk edges of ``view`` from ``start`` (a known edge) on, as file offsets."""
+    for off, length in chunking.iter_cuts(view[start:], params):
+        yield start + off, length
 
 
 class _Reader:
@@ -460,11 +532,13 @@ class Scanner:
         key = _fs_name(rel)
         self.work.seen_paths.add(key)
         job = FileJob(rel, path, st)
-        fid = cached_file_id(self._txn, key, st)
-        if fid is not None:
-            job.fid = fid
-            job.size = st.st_size
-            return job
+        cached = cached_record(self._txn, key)
+        if cached is not None:
+            if cached[0] == stat_key(st):
+                job.fid = cached[1]
+                job.size = st.st_size
+                return job
+            job.prev = cached[1]
         self.jobs.append(job)
         return job
 
