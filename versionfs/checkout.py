@@ -24,7 +24,7 @@ A file is written under a temporary name in its directory and renamed over: neve
 a torn file. Large files whose whole-file blob is in objects/ are cloned (FICLONE:
 instant, copy-on-write, independent of the cache afterwards); other content is
 copied chunk by chunk and each chunk checked against its id (``CorruptObject``
-rather than wrong bytes). Clones are trusted: the blob was hashed when made and is
+rather than wrong bytes); large files are preallocated and written by two threads. Clones are trusted: the blob was hashed when made and is
 read-only; ``vfs fsck --verify-data`` checks it. Nothing is ever linked into the
 cache. All writes go through directory fds opened with ``O_NOFOLLOW``, so a symlink
 in the workspace cannot redirect them outside it (names were validated when trees
