@@ -99,7 +99,9 @@ def ds(tmp_path):
     d.repo.close()
 
 
-def _cleanup(mp: Path, pid: int | None) -> None:
+def _cleanup(mp: Path, pid: int | None) -> bool:
+    """Unmount ``mp`` and stop its daemon, whatever state they are in; True if
+    the daemon's state file outlived it (it should remove it on exit)."""
     state = mounts.read_state(str(mp))
     pid = pid or (state.pid if state else None)
     if mounts.find_mount(str(mp)) is not None:
@@ -111,6 +113,13 @@ def _cleanup(mp: Path, pid: int | None) -> None:
             time.sleep(0.05)
         if mounts.alive(pid):
             os.kill(pid, signal.SIGKILL)
+    stale = mounts.read_state(str(mp)) is not None
+    for leftover in (".log", ".json"):  # a log kept for a warning, or a killed daemon's
+        try:
+            os.unlink(mounts.state_base(str(mp)) + leftover)
+        except FileNotFoundError:
+            pass
+    return stale
 
 
 @pytest.fixture
@@ -129,11 +138,11 @@ def mounter(cli, tmp_path):
 
     mount.made = made
     yield mount
-    for mp, pid in made:
-        _cleanup(mp, pid)
-    for mp, pid in made:
+    stale = [_cleanup(mp, pid) for mp, pid in made]
+    for (mp, pid), left in zip(made, stale):
         assert mounts.find_mount(str(mp)) is None, f"{mp} still mounted"
         assert not (pid and mounts.alive(pid)), f"daemon {pid} still running"
+        assert not left, f"the daemon of {mp} did not remove its state file"
 
 
 def _tree(root) -> dict:
@@ -410,6 +419,8 @@ def test_damaged_chunk_is_eio_and_the_mount_survives(ds, mounter):
         with pytest.raises(OSError) as err:
             f.read()
     assert err.value.errno == errno.EIO
+    log = Path(mounts.state_base(str(mp)) + ".log")
+    assert "is damaged" in log.read_text()
     assert (mp / "small.txt").read_bytes() == b"hello\n"
     assert (mp / "data" / "medium.bin").read_bytes() == \
         (ds.v1 / "data" / "medium.bin").read_bytes()
@@ -437,6 +448,7 @@ def test_umount_and_signals_unmount_cleanly(ds, mounter, cli):
             os.kill(pid, how)
         _wait_gone(mp, pid)
         assert mounts.read_state(str(mp)) is None
+        assert not os.path.exists(mounts.state_base(str(mp)) + ".log")  # clean: no log
         assert str(mp) not in cli("mounts").stdout
         assert os.listdir(mp) == []
 

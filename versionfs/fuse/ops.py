@@ -44,7 +44,10 @@ def _translated(fn):
         except pyfuse3.FUSEError:
             raise
         except VfsError as exc:
-            log.debug("%s%r: %s", fn.__name__, args[:2], exc)
+            # EIO means damaged or missing data: worth the log; ENOENT and the
+            # like are everyday answers
+            level = logging.ERROR if exc.errno == errno.EIO else logging.DEBUG
+            log.log(level, "%s%r: %s", fn.__name__, args[:2], exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
             log.exception("unexpected error in %s%r; answered EIO", fn.__name__, args[:2])
