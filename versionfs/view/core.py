@@ -67,7 +67,7 @@ class View:
     """
 
     def __init__(self, repo: Repo, rev: str | None = None, *, cache_bytes: int = 64 << 20,
-                 tree_cache_entries: int = 250_000, prefetch_chunks: int = 2,
+                 tree_cache_entries: int = 150_000, prefetch_chunks: int = 2,
                  prefetch_workers: int = 2):
         self.repo = repo
         self.rev = rev
