@@ -7,10 +7,9 @@ import os
 import time
 from pathlib import Path
 
-import msgpack
 
 from versionfs.chunking import ChunkParams
-from versionfs.model import BlobKind, Kind, ObjectId
+from versionfs.model import BlobKind, Kind, ObjectId, decode_statcache
 from versionfs.repo import Repo
 from versionfs.snapshot import snapshot
 
@@ -87,7 +86,8 @@ def blob_files(repo: Repo, kind: BlobKind) -> list[str]:
 def statcache(repo: Repo) -> dict[str, bytes]:
     """Workspace path → file id, from the stat cache."""
     with repo.index.read() as txn:
-        return {k.decode(): msgpack.unpackb(v)[-1] for k, v in txn.items("statcache")}
+        return {k.decode(): bytes(decode_statcache(v)[1])
+                for k, v in txn.items("statcache")}
 
 
 def flip_byte(path: str, offset: int) -> None:

@@ -10,7 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,9 +17,9 @@ from hypothesis import strategies as st
 from versionfs.checkout import checkout
 from versionfs.chunking import ChunkParams
 from versionfs.errors import Conflict, CorruptObject, StorageFull, UnknownRevision, UsageError
-from versionfs.model import BlobKind
+from versionfs.model import BlobKind, decode_statcache, stat_bytes
 from versionfs.repo import Repo
-from versionfs.scan import cache_key, scan_workspace, stat_key
+from versionfs.scan import cache_key, scan_workspace
 from versionfs.snapshot import snapshot
 
 # Files of 64 KiB and more are cut into chunks (4-64 KiB), so "large" stays small.
@@ -223,9 +222,9 @@ def test_stat_cache_is_refreshed_for_written_files(storage):
         checkout(repo, rev)
         for name in ("a", "big"):
             with repo.index.read() as txn:
-                rec = msgpack.unpackb(txn.get("statcache", cache_key(name)))
+                rec = decode_statcache(txn.get("statcache", cache_key(name)))
             entry = repo.entry(repo.resolve(rev), name)
-            assert rec == [*stat_key(os.lstat(ws / name)), bytes(entry.id)]
+            assert rec == (stat_bytes(os.lstat(ws / name)), entry.id)
         work = scan_workspace(repo)
         assert work.stats.files_read == 0  # nothing needs reading again
         assert work.root == repo.commit(repo.resolve(rev)).tree

@@ -162,6 +162,11 @@ class Txn:
         for key, _ in self.items(db, prefix):
             yield key
 
+    def as_dict(self, db: str) -> dict[bytes, bytes]:
+        """Every key and value of ``db`` in one pass (a C loop: ~1 µs per entry)."""
+        with self.txn.cursor(db=self.dbs[db]) as cur:
+            return dict(cur.iternext(keys=True, values=True))
+
     def count(self, db: str) -> int:
         return self.txn.stat(self.dbs[db])["entries"]
 

@@ -10,7 +10,9 @@ equal content always has equal ids. Decoding validates what could harm a reader
 from __future__ import annotations
 
 import enum
+import os
 import stat
+import struct
 from dataclasses import dataclass, field
 
 import msgpack
@@ -254,3 +256,28 @@ def decode_commit(data: bytes) -> Commit:
 
 def commit_id(data: bytes) -> ObjectId:
     return ObjectId(hash_bytes(b"vfs-commit\0" + data))
+
+
+# --------------------------------------------------------------------------
+# stat cache values: the packed stat of a workspace file, then its file id
+
+_STAT = struct.Struct("<QQQqqI")   # dev, ino, size, mtime_ns, ctime_ns, st_mode
+STAT_LEN = _STAT.size
+STATCACHE_VALUE_LEN = STAT_LEN + ID_LEN
+
+
+def stat_bytes(st: os.stat_result) -> bytes:
+    """The packed stat a stat cache value starts with."""
+    return _STAT.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                      st.st_mode)
+
+
+def encode_statcache(st: os.stat_result, fid: bytes) -> bytes:
+    return stat_bytes(st) + bytes(fid)
+
+
+def decode_statcache(raw: bytes | None) -> tuple[bytes, ObjectId] | None:
+    """``(packed stat, file id)``, or None for an absent or malformed value."""
+    if raw is None or len(raw) != STATCACHE_VALUE_LEN:
+        return None
+    return raw[:STAT_LEN], ObjectId(raw[STAT_LEN:])

@@ -20,7 +20,7 @@ import msgpack
 from .errors import CorruptObject
 from .hashing import hash_bytes
 from .model import (
-    ID_LEN, Kind, ObjectId, decode_chunkloc, decode_commit, decode_file, decode_tree,
+    ID_LEN, Kind, ObjectId, decode_statcache, decode_chunkloc, decode_commit, decode_file, decode_tree,
 )
 
 EMPTY_ID = ObjectId(hash_bytes(b""))
@@ -84,17 +84,11 @@ def run_roots(txn) -> set[bytes]:
 def statcache_file_id(value: bytes) -> bytes | None:
     """The file id a statcache value ends with, or None when it is malformed.
 
-    A statcache value is msgpack ``[dev, ino, size, mtime_ns, ctime_ns, mode,
-    file_id]``; only the last element matters here.
+    A statcache value is the packed stat (``<QQQqqI``: dev, ino, size, mtime_ns,
+    ctime_ns, st_mode; 44 bytes) followed by the 32-byte file id.
     """
-    try:
-        row = msgpack.unpackb(value, raw=False)
-    except Exception:  # msgpack raises several unrelated types on bad input
-        return None
-    if isinstance(row, list) and row and isinstance(row[-1], bytes) and \
-            len(row[-1]) == ID_LEN:
-        return row[-1]
-    return None
+    rec = decode_statcache(value)
+    return bytes(rec[1]) if rec is not None else None
 
 
 def roots(txn, report: Report | None = None) -> dict[bytes, str]:

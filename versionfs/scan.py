@@ -27,16 +27,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import msgpack
-
 from . import chunking
 from .errors import FileChanged, PathNotFound, VfsError, from_oserror
 from .hashing import hash_bytes
 from .ignore import Ignore
 from .model import (
     BlobKind, ChunkLoc, ChunkRef, FileRecord, Kind, ObjectId, Tree, TreeEntry, decode_file,
-    encode_file,
-    encode_tree, file_id, make_tree, tree_id,
+    decode_statcache, encode_file, encode_statcache, encode_tree, file_id, make_tree,
+    stat_bytes, tree_id,
 )
 from .objects import fsync_dir
 from .repo import Repo, normalize_path
@@ -44,6 +42,8 @@ from .repo import Repo, normalize_path
 # A file whose mtime or ctime is this close to the scan's start may still change
 # within the filesystem's timestamp granularity: it gets no stat cache entry.
 RACY_NS = 100_000_000
+# Stat caches up to this many entries are read into memory in one pass per scan.
+BULK_CACHE = 1_000_000
 RETRIES = 3
 
 
@@ -63,22 +63,19 @@ def cache_key(rel: str) -> bytes:
 def cache_value(st: os.stat_result, fid: bytes) -> bytes:
     """A stat cache value: a file with stat ``st`` holds file ``fid`` (used by
     ``Scanner.cache_record``, and by checkout for the files it writes)."""
-    return msgpack.packb([*stat_key(st), bytes(fid)], use_bin_type=True)
+    return encode_statcache(st, fid)
 
 
-def cached_record(txn, rel: str | bytes) -> tuple[tuple, ObjectId] | None:
-    """``(stat key, file id)`` the stat cache holds for ``rel``, or None."""
-    raw = txn.get("statcache", rel if isinstance(rel, bytes) else cache_key(rel))
-    if raw is None:
-        return None
-    rec = msgpack.unpackb(raw)
-    return tuple(rec[:6]), ObjectId(rec[6])
+def cached_record(txn, rel: str | bytes) -> tuple[bytes, ObjectId] | None:
+    """``(packed stat, file id)`` the stat cache holds for ``rel``, or None."""
+    return decode_statcache(
+        txn.get("statcache", rel if isinstance(rel, bytes) else cache_key(rel)))
 
 
 def cached_file_id(txn, rel: str | bytes, st: os.stat_result) -> ObjectId | None:
     """The file id the stat cache holds for ``rel``, if ``st`` still matches it."""
     rec = cached_record(txn, rel)
-    return rec[1] if rec is not None and rec[0] == stat_key(st) else None
+    return rec[1] if rec is not None and rec[0] == stat_bytes(st) else None
 
 
 @dataclass(slots=True)
@@ -473,10 +470,15 @@ class Scanner:
         self.jobs: list[FileJob] = []
         self.start_ns = time.time_ns()
         self._txn = None
+        self._cache: dict[bytes, bytes] | None = None
 
     def walk(self, rel: str = "") -> _Dir:
+        """The plan of the workspace (or of directory ``rel`` in it)."""
         with self.repo.index.read() as txn:
             self._txn = txn
+            # One pass over the stat cache beats one lookup per file, up to a size.
+            if not rel and txn.count("statcache") <= BULK_CACHE:
+                self._cache = txn.as_dict("statcache")
             try:
                 path = os.path.join(self.repo.workspace, rel) if rel else self.repo.workspace
                 try:
@@ -486,6 +488,7 @@ class Scanner:
                 return self._walk_dir(path, rel, st)
             finally:
                 self._txn = None
+                self._cache = None
 
     def _walk_dir(self, path: str, rel: str, st: os.stat_result) -> _Dir:
         node = _Dir(rel, st, [])
@@ -532,9 +535,10 @@ class Scanner:
         key = _fs_name(rel)
         self.work.seen_paths.add(key)
         job = FileJob(rel, path, st)
-        cached = cached_record(self._txn, key)
+        cached = decode_statcache(self._cache.get(key) if self._cache is not None
+                               else self._txn.get("statcache", key))
         if cached is not None:
-            if cached[0] == stat_key(st):
+            if cached[0] == stat_bytes(st):
                 job.fid = cached[1]
                 job.size = st.st_size
                 return job
