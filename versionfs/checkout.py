@@ -58,6 +58,7 @@ from .errors import (
     Conflict, CorruptObject, NotADirectory, UsageError, VfsError, from_oserror,
 )
 from .hashing import hash_bytes
+from .ignore import TMP_PREFIX
 from .model import Kind, ObjectId, TreeEntry, check_name
 from .repo import VFS_DIR, Repo
 from .scan import (
@@ -633,7 +634,7 @@ class _Apply:
     def _make_tmp(self, make) -> tuple:
         """A new temporary name made with ``make(name)``; skips leftovers."""
         while True:
-            tmp = f".vfs-tmp-{os.getpid()}-{next(self._names)}".encode()
+            tmp = f"{TMP_PREFIX}{os.getpid()}-{next(self._names)}".encode()
             try:
                 return tmp, make(tmp)
             except FileExistsError:  # left by a crashed process with our pid

@@ -1,7 +1,9 @@
 """Ignore rules: which workspace paths a snapshot leaves out.
 
 Rules come from ``.vfsignore`` at the workspace root, in gitignore syntax (matched
-by pathspec). ``.vfs/`` is always ignored. Thread-safe: an ``Ignore`` is immutable
+by pathspec). ``.vfs/`` is always ignored, and so are ``.vfs-tmp-*`` files: the
+temporary names checkout writes under before renaming, left behind only by a killed
+checkout. Thread-safe: an ``Ignore`` is immutable
 after construction.
 """
 
@@ -14,6 +16,7 @@ import pathspec
 from .errors import from_oserror
 
 IGNORE_FILE = ".vfsignore"
+TMP_PREFIX = ".vfs-tmp-"
 
 
 class Ignore:
@@ -34,6 +37,8 @@ class Ignore:
     def ignored(self, rel: str, is_dir: bool) -> bool:
         """Whether workspace-relative ``rel`` is left out of snapshots."""
         if rel == ".vfs" or rel.startswith(".vfs/"):
+            return True
+        if os.path.basename(rel).startswith(TMP_PREFIX) and not is_dir:
             return True
         if self._spec is None:
             return False

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from ..checkout import CheckoutResult, checkout
 from ..errors import UsageError
 from .base import cli, emit_json, info, open_repo, progress_factory, warn
 from .format import fmt_bytes
+
+if TYPE_CHECKING:
+    from ..checkout import CheckoutResult
 
 
 @cli.command("checkout")
@@ -37,6 +40,7 @@ def checkout_cmd(ctx, rev: str, dir_arg: str | None, into: str | None, force: bo
     into = into if into is not None else dir_arg
     repo = open_repo(ctx)
     t0 = time.monotonic()
+    from ..checkout import checkout
     res = checkout(repo, rev, into=into, force=force, warn=warn,
                    progress_factory=progress_factory("checkout"), on_wait=info)
     elapsed = time.monotonic() - t0
