@@ -117,6 +117,16 @@ def test_view_of_a_commit_equals_the_workspace(ws):
             assert attr.size == len(os.readlink(full))
 
 
+def test_reads_survive_trimming_the_index_mapping(ws):
+    repo, root = ws
+    view = View(repo, "HEAD", tree_cache_entries=1)
+    view._trees._pages.every = 1  # drop the mapped index pages after every tree
+    before = _walk(view, ROOT_INO)
+    view._trees._pages.trim()
+    assert _walk(View(repo, "HEAD"), ROOT_INO).keys() == before.keys()
+    assert len(before) == len(_native(root))
+
+
 def test_lookup_matches_readdir_and_handles_dots(ws):
     repo, _ = ws
     view = View(repo, "HEAD")

@@ -41,6 +41,7 @@ class MountRequest:
     repo: str            # the repository path as given (resolved by Repo.open)
     rev: str | None      # None: every version side by side
     mountpoint: str      # canonical
+    commit: str | None = None  # the commit rev named when checked (hex)
     allow_other: bool = False
     debug: bool = False
 
@@ -71,7 +72,7 @@ def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=
     with Repo.open_repo(repo_path) as repo:
         commit = repo.resolve(rev).hex() if rev is not None else None
         where = repo.workspace or repo.vfs_dir
-    return MountRequest(where, rev, mp, allow_other, debug), commit
+    return MountRequest(where, rev, mp, commit, allow_other, debug), commit
 
 
 def fuse_options(req: MountRequest) -> set[str]:
@@ -91,10 +92,10 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
     """Mount and serve until unmounted or signalled; ``on_ready(None)`` once the
     root answers through the mount, ``on_ready(error)`` if it never does."""
     repo = Repo.open_repo(req.repo)
-    view = View(repo, req.rev)
+    # the commit checked before mounting, even if a snapshot moved HEAD since
+    view = View(repo, req.commit or req.rev)
     stop = _Stop()
-    for signum in _SIGNALS:
-        signal.signal(signum, stop.handler)
+    saved = {signum: signal.signal(signum, stop.handler) for signum in _SIGNALS}
     try:
         ops = Operations(view, read_threads=read_threads)
         try:
@@ -117,6 +118,8 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
     finally:
         view.close()
         repo.close()
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

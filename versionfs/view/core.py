@@ -38,7 +38,7 @@ class _Dir:
     directory of the all-versions root (``prefix`` set, ``commit`` None)."""
 
     __slots__ = ("ino", "parent", "key", "commit", "tree", "mode", "mtime_ns", "size",
-                 "prefix", "nlookup", "pins", "stable", "inos")
+                 "prefix", "nlookup", "pins", "stable")
 
     def __init__(self, ino, parent, key, *, commit=None, tree=None, mode=0o555,
                  mtime_ns=0, size=0, prefix=None, stable=True):
@@ -46,7 +46,6 @@ class _Dir:
         self.commit, self.tree, self.prefix = commit, tree, prefix
         self.mode, self.mtime_ns, self.size = mode, mtime_ns, size
         self.nlookup, self.pins, self.stable = 0, 0, stable
-        self.inos: array | None = None  # file inos by entry index, once listed
 
     def attr(self) -> Attr:
         return Attr(self.ino, stat.S_IFDIR | self.mode, self.size, self.mtime_ns, 1,
@@ -148,7 +147,7 @@ class View:
         """Allocate (or find) the inode of entry ``idx`` of directory ``d`` and
         count one lookup of it."""
         table = self._files
-        inos = d.inos
+        inos = tree.inos
         key = tree.key(idx)
         if key[0] == _KIND_DIR:
             ckey = (d.ino, idx)
@@ -261,10 +260,10 @@ class View:
             return
         tree = self._trees.get(d.tree)
         with self._lock:
-            if d.inos is None:
-                d.inos = array("Q", bytes(8 * len(tree)))
+            if tree.inos is None:
+                tree.inos = array("Q", bytes(8 * len(tree)))
         # the hot loop of every listing: _child's fast path, inlined
-        inos, table, lock = d.inos, self._files, self._lock
+        inos, table, lock = tree.inos, self._files, self._lock
         blob, offs, attr_of = tree.blob, tree.offs, tree.attr
         for idx in range(max(offset, 2) - 2, len(tree)):
             with lock:

@@ -8,7 +8,9 @@ Thread-safety: ``FileTable`` is guarded by its owner's lock; ``TreeCache`` has i
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 import stat
 import struct
 import threading
@@ -100,7 +102,10 @@ class PackedTree:
     mode, size, mtime, id): about 70 bytes an entry where decoded ``TreeEntry``
     objects take 550, and no small objects to fragment the heap."""
 
-    __slots__ = ("blob", "offs", "recs", "targets")
+    # ``inos``: the file inode of each entry once listed (content decides a file's
+    # inode, so every directory instance of this tree shares them); it saves
+    # hashing again when a directory is listed again, and goes with the tree.
+    __slots__ = ("blob", "offs", "recs", "targets", "inos")
     REC = struct.Struct("<BIqq32s")
 
     def __init__(self, tree: Tree):
@@ -117,6 +122,7 @@ class PackedTree:
         self.offs.extend(itertools.accumulate(len(n) for n in names))
         self.blob = b"".join(names)
         self.recs = bytes(buf)
+        self.inos: array | None = None
 
     def __len__(self) -> int:
         return len(self.offs) - 1
@@ -166,6 +172,48 @@ _KIND_DIR, _KIND_SYMLINK = int(Kind.DIR), int(Kind.SYMLINK)
 _unpack_from, _REC_SIZE = PackedTree.REC.unpack_from, PackedTree.REC.size
 
 
+class MappedPages:
+    """Gives the index's mapped pages back, so a long walk does not grow the RSS.
+
+    LMDB reads through a shared, read-only mapping of ``data.mdb``; every page a walk
+    touches stays mapped, and counted in this process's RSS, although each record
+    was copied out and the page cache keeps the page anyway. ``MADV_DONTNEED`` on
+    such a mapping only drops the page-table entries: the next access faults the
+    page back in from the page cache. (It belongs in ``index``; it is here, where
+    the walk's reads happen, until it moves.)
+    """
+
+    MADV_DONTNEED = 4
+
+    def __init__(self, index_dir: str, every: int = 16 << 20):
+        self.path = os.path.realpath(os.path.join(index_dir, "data.mdb"))
+        self.every = every
+        self.pending = 0
+        try:
+            self._madvise = ctypes.CDLL(None, use_errno=True).madvise
+        except (OSError, AttributeError):
+            self._madvise = None
+
+    def read(self, nbytes: int) -> None:
+        """Note ``nbytes`` read through the mapping; trim now and then."""
+        self.pending += nbytes
+        if self.pending >= self.every and self._madvise is not None:
+            self.pending = 0
+            self.trim()
+
+    def trim(self) -> None:
+        try:
+            with open("/proc/self/maps") as f:
+                spans = [line.split()[0] for line in f
+                         if line.rstrip().endswith(self.path) and line.split()[1] == "r--s"]
+        except OSError:
+            return
+        for span in spans:
+            start, end = (int(x, 16) for x in span.split("-"))
+            self._madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
+                          self.MADV_DONTNEED)
+
+
 class TreeCache:
     """Packed trees, least recently used first out, bounded by total entries
     (the most recent tree is always kept, however large)."""
@@ -176,6 +224,7 @@ class TreeCache:
         self._trees: OrderedDict[bytes, PackedTree] = OrderedDict()
         self._entries = 0
         self._lock = threading.Lock()
+        self._pages = MappedPages(getattr(repo.index, "path", "/nonexistent"))
 
     def get(self, tid: bytes) -> PackedTree:
         with self._lock:
@@ -200,4 +249,6 @@ class TreeCache:
             raw = txn.get("trees", tid)
         if raw is None:
             raise MissingObject(f"tree {ObjectId(tid).short} is missing; run 'vfs fsck'")
+        with self._lock:
+            self._pages.read(len(raw))
         return decode_tree(raw)
