@@ -226,22 +226,38 @@ class Ingestor:
         """
         fd = os.open(job.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
+            started = time.time_ns()
             before = os.fstat(fd)
             if before.st_size < self.params.threshold:
-                return self._small(job, fd, before, box)
+                return self._small(job, fd, before, box, started)
             if self.clones:
                 return self._clone(job, fd, before)
-            return self._stream(job, fd, before)
+            return self._stream(job, fd, before, started)
         finally:
             os.close(fd)
 
-    def _small(self, job: FileJob, fd: int, before, box: list | None) -> bool:
+    @staticmethod
+    def _recent(st: os.stat_result, started: int) -> bool:
+        """Whether a write may still have been under way while we read.
+
+        A write sets mtime and ctime when it starts, not when it ends, so a read
+        that overlaps a long write sees the same stat before and after, and bytes
+        of both states. Only a file changed just before the read can be in that
+        state; for those the caller reads a second time and compares.
+        """
+        return max(st.st_mtime_ns, st.st_ctime_ns) >= started - RACY_NS
+
+    def _small(self, job: FileJob, fd: int, before, box: list | None, started: int) -> bool:
         """A file below the threshold: one chunk whose id is the file's id."""
         data = _read_all(fd, before.st_size)
         after = os.fstat(fd)
         if stat_key(before) != stat_key(after) or len(data) != after.st_size \
                 or len(data) >= self.params.threshold:
             return False
+        if self._recent(after, started):
+            again = os.pread(fd, len(data) + 1, 0)
+            if again != data or stat_key(os.fstat(fd)) != stat_key(after):
+                return False
         job.fid = ObjectId(hash_bytes(data))
         job.size = len(data)
         if box is None:
@@ -251,29 +267,40 @@ class Ingestor:
         self._tick(len(data))
         return True
 
-    def _stream(self, job: FileJob, fd: int, before) -> bool:
+    def _stream(self, job: FileJob, fd: int, before, started: int) -> bool:
         """A large file read in place: cut, hash, and pack its new chunks."""
+        refs, total = self._stream_pass(fd, store=self.store, tick=True)
+        after = os.fstat(fd)
+        if stat_key(before) != stat_key(after) or total != after.st_size \
+                or total < self.params.threshold:
+            return False
+        if self._recent(after, started):
+            if self._stream_pass(fd, store=False, tick=False) != (refs, total) or \
+                    stat_key(os.fstat(fd)) != stat_key(after):
+                return False
+        self._record(job, FileRecord(total, tuple(refs)))
+        return True
+
+    def _stream_pass(self, fd: int, *, store: bool, tick: bool
+                     ) -> tuple[list[ChunkRef], int]:
+        os.lseek(fd, 0, os.SEEK_SET)
         reader = _Reader(fd)
         refs = []
         for chunk in chunking.iter_stream(reader.read, self.params):
             cid = hash_bytes(chunk)
             refs.append(ChunkRef(ObjectId(cid), len(chunk)))
-            if self.store:
+            if store:
                 self._keep_chunk(chunk, cid)
-            self._tick(len(chunk))
-        after = os.fstat(fd)
-        if stat_key(before) != stat_key(after) or reader.total != after.st_size \
-                or reader.total < self.params.threshold:
-            return False
-        self._record(job, FileRecord(reader.total, tuple(refs)))
-        return True
+            if tick:
+                self._tick(len(chunk))
+        return refs, reader.total
 
     def _clone(self, job: FileJob, fd: int, before) -> bool:
         """A large file cloned into tmp/ first, then hashed: an atomic picture of it."""
         tmp = self.repo.store.clone_to_tmp(fd)
         if tmp is None:  # e.g. workspace on another filesystem than the repository
             self.clones = False
-            return self._stream(job, fd, before)
+            return self._stream(job, fd, before, time.time_ns())
         after = os.fstat(fd)
         try:
             if os.stat(tmp).st_size < self.params.threshold:

@@ -24,7 +24,7 @@ from .model import Commit, ObjectId, commit_id, encode_commit
 from .repo import Repo
 from .scan import WorkTree, scan_workspace
 
-_TAG_RE = re.compile(r"^[A-Za-z0-9._+-][A-Za-z0-9._+/-]*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+/-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def check_ref_name(name: str, what: str = "tag") -> None:
             or name == "HEAD" or re.fullmatch(r"[0-9a-f]{4,64}", name):
         raise UsageError(
             f"invalid {what} name {name!r}: use letters, digits and . _ + - / "
-            "(not HEAD, not a hex commit id)")
+            "starting with a letter, digit or _ (not HEAD, not a hex commit id)")
 
 
 def default_author() -> str:
