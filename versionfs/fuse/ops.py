@@ -169,8 +169,12 @@ class Operations(pyfuse3.Operations):
 
     @_translated
     async def read(self, fh, off, size):
-        return await trio.to_thread.run_sync(self.view.read, fh, off, size,
-                                             limiter=self.limiter)
+        # cached chunks are answered here; only cold ones cost a thread hop
+        data = self.view.read(fh, off, size, block=False)
+        if data is None:
+            data = await trio.to_thread.run_sync(self.view.read, fh, off, size,
+                                                 limiter=self.limiter)
+        return data
 
     @_translated
     async def flush(self, fh):

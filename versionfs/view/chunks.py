@@ -27,6 +27,14 @@ class ChunkCache:
         self._pool = ThreadPoolExecutor(workers, "vfs-prefetch") if workers else None
         self.loads = 0
 
+    def peek(self, ref: ChunkRef) -> bytes | None:
+        """The chunk's verified bytes if cached, else None; never blocks."""
+        with self._lock:
+            data = self._data.get(ref.id)
+            if data is not None:
+                self._data.move_to_end(ref.id)
+            return data
+
     def get(self, ref: ChunkRef) -> bytes:
         """The chunk's bytes, checked against its id (``CorruptObject`` if not)."""
         with self._lock:

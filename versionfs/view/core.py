@@ -30,6 +30,7 @@ _FILE_BIT = 1 << 62          # file and symlink inodes have it; directories neve
 _IDX_BITS = 32               # a locator is (directory inode << 32) | entry index
 _IDX_MASK = (1 << _IDX_BITS) - 1
 _XATTR_PREFIX = b"user.versionfs."
+_SEQUENTIAL_SLACK = 8 << 20
 _KIND_DIR = int(Kind.DIR)
 
 
@@ -347,10 +348,12 @@ class View:
                 if content.opens <= 0:
                     del self._open[fh]
 
-    def read(self, fh: int, offset: int, size: int):
+    def read(self, fh: int, offset: int, size: int, *, block: bool = True):
         """Up to ``size`` bytes at ``offset`` (fewer at the end, ``b""`` past it).
 
         Returns bytes or a memoryview of a cached chunk; never unverified data.
+        With ``block=False`` it returns None instead of reading a chunk that is not
+        cached yet, so a caller can answer cached reads without a thread.
         """
         with self._lock:
             c = self._open.get(fh)
@@ -364,14 +367,18 @@ class View:
         parts, pos = [], offset
         while pos < end:
             start, ref = c.starts[i], c.chunks[i]
-            data = self.chunks.get(ref)
+            data = self.chunks.get(ref) if block else self.chunks.peek(ref)
+            if data is None:
+                return None
             stop = min(end - start, ref.length)
             parts.append(memoryview(data)[pos - start: stop])
             pos = start + stop
             i += 1
-        if self.prefetch_chunks and offset == c.next_offset:
+        # a sequential reader (the kernel's readahead requests arrive a little out
+        # of order) gets the next chunks loaded while it consumes these
+        if self.prefetch_chunks and abs(offset - c.next_offset) <= _SEQUENTIAL_SLACK:
             self.chunks.prefetch(c.chunks[i: i + self.prefetch_chunks])
-        c.next_offset = end
+        c.next_offset = max(c.next_offset, end)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readlink(self, ino: int) -> bytes:
