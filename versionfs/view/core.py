@@ -147,21 +147,37 @@ class View:
     def _child(self, d: _Dir, tree: PackedTree, idx: int) -> Attr:
         """Allocate (or find) the inode of entry ``idx`` of directory ``d`` and
         count one lookup of it."""
-        table = self._files
-        inos = tree.inos
-        key = tree.key(idx)
-        if key[0] == _KIND_DIR:
-            ckey = (d.ino, idx)
-            ino = self._children.get(ckey)
-            if ino is None:
-                _, mode, size, mtime, oid = tree.fields(idx)
-                child = self._new_dir(d, ckey, commit=d.commit, tree=ObjectId(oid),
-                                      mode=mode, mtime_ns=mtime, size=size)
-            else:
-                child = self._dirs[ino]
-            child.nlookup += 1
-            return child.attr()
-        h = hash_bytes(key)
+        if tree.key(idx)[0] != _KIND_DIR:
+            return tree.attr(self._count_file(d, tree, idx), idx)
+        ckey = (d.ino, idx)
+        ino = self._children.get(ckey)
+        if ino is None:
+            _, mode, size, mtime, oid = tree.fields(idx)
+            child = self._new_dir(d, ckey, commit=d.commit, tree=ObjectId(oid),
+                                  mode=mode, mtime_ns=mtime, size=size)
+        else:
+            child = self._dirs[ino]
+        child.nlookup += 1
+        return child.attr()
+
+    def _count_file(self, d: _Dir, tree: PackedTree, idx: int) -> int:
+        """The inode of file entry ``idx``, made if needed, with one more lookup.
+
+        The inode is a hash of the entry's content, so identical files share it;
+        a tree that was listed remembers its entries' inodes and checks, so a
+        file forgotten by the kernel comes back without hashing again.
+        """
+        table, known = self._files, tree.inos
+        if known is not None and known[idx]:
+            ino, chk = known[idx], tree.chks[idx]
+            i = table.slot(ino)
+            if table.inos[i] == 0:
+                i = table.insert(i, ino, chk, (d.ino << _IDX_BITS) | idx)
+                d.pins += 1
+            if table.chks[i] == chk:
+                table.refs[i] += 1
+                return ino
+        h = hash_bytes(tree.key(idx))
         chk = int.from_bytes(h[24:28], "little")
         for k in range(3):  # three independent 62-bit candidates; a clash is ~2^-60
             ino = (int.from_bytes(h[8 * k: 8 * k + 8], "little") >> 2) | _FILE_BIT
@@ -172,9 +188,9 @@ class View:
             elif table.chks[i] != chk:
                 continue
             table.refs[i] += 1
-            if inos is not None:
-                inos[idx] = ino
-            return tree.attr(ino, idx)
+            if known is not None:
+                known[idx], tree.chks[idx] = ino, chk
+            return ino
         raise VfsError("inode hash clash on three candidates; this cannot happen")
 
     def _virtual_child(self, d: _Dir, name: str) -> Attr | None:
@@ -263,14 +279,15 @@ class View:
         with self._lock:
             if tree.inos is None:
                 tree.inos = array("Q", bytes(8 * len(tree)))
+                tree.chks = array("I", bytes(4 * len(tree)))
         # the hot loop of every listing: _child's fast path, inlined
-        inos, table, lock = tree.inos, self._files, self._lock
+        inos, chks, table, lock = tree.inos, tree.chks, self._files, self._lock
         blob, offs, attr_of = tree.blob, tree.offs, tree.attr
         for idx in range(max(offset, 2) - 2, len(tree)):
             with lock:
                 ino = inos[idx]
                 i = table.slot(ino) if ino else -1
-                if i >= 0 and table.inos[i] == ino:
+                if i >= 0 and table.inos[i] == ino and table.chks[i] == chks[idx]:
                     table.refs[i] += 1
                     attr = attr_of(ino, idx)
                 else:

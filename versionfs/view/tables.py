@@ -105,7 +105,7 @@ class PackedTree:
     # ``inos``: the file inode of each entry once listed (content decides a file's
     # inode, so every directory instance of this tree shares them); it saves
     # hashing again when a directory is listed again, and goes with the tree.
-    __slots__ = ("blob", "offs", "recs", "targets", "inos")
+    __slots__ = ("blob", "offs", "recs", "targets", "inos", "chks")
     REC = struct.Struct("<BIqq32s")
 
     def __init__(self, tree: Tree):
@@ -123,6 +123,7 @@ class PackedTree:
         self.blob = b"".join(names)
         self.recs = bytes(buf)
         self.inos: array | None = None
+        self.chks: array | None = None
 
     def __len__(self) -> int:
         return len(self.offs) - 1
