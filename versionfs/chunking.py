@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyfastcdc.cy import FastCDC
 
 # Files below this size are stored as one chunk (their id is the hash of the bytes).
 CHUNK_THRESHOLD = 4 << 20
@@ -34,6 +33,13 @@ class ChunkParams:
 DEFAULT_PARAMS = ChunkParams()
 
 
+def _fastcdc(params: ChunkParams):
+    # Imported on first use: commands that never cut a file do not pay for it.
+    from pyfastcdc.cy import FastCDC
+    return FastCDC(avg_size=params.avg_size, min_size=params.min_size,
+                   max_size=params.max_size)
+
+
 def cut(data, params: ChunkParams = DEFAULT_PARAMS) -> list[tuple[int, int]]:
     """``(offset, length)`` of each chunk of ``data`` (bytes-like, e.g. an mmap).
 
@@ -44,8 +50,7 @@ def cut(data, params: ChunkParams = DEFAULT_PARAMS) -> list[tuple[int, int]]:
         return []
     if n < params.threshold:
         return [(0, n)]
-    cdc = FastCDC(avg_size=params.avg_size, min_size=params.min_size,
-                  max_size=params.max_size)
+    cdc = _fastcdc(params)
     return [(c.offset, c.length) for c in cdc.cut_buf(data)]
 
 
@@ -55,8 +60,7 @@ def iter_cuts(data, params: ChunkParams = DEFAULT_PARAMS):
     For resuming a cut at a known chunk edge of a larger file: the edges found are
     the ones cutting the whole file would find from that edge on.
     """
-    cdc = FastCDC(avg_size=params.avg_size, min_size=params.min_size,
-                  max_size=params.max_size)
+    cdc = _fastcdc(params)
     for c in cdc.cut_buf(data):
         yield c.offset, c.length
 
@@ -72,8 +76,7 @@ def iter_stream(read, params: ChunkParams = DEFAULT_PARAMS):
     each chunk edge, so FastCDC finds the same edges whatever the block size, as long
     as a block holds more than ``max_size`` bytes.
     """
-    cdc = FastCDC(avg_size=params.avg_size, min_size=params.min_size,
-                  max_size=params.max_size)
+    cdc = _fastcdc(params)
     carry = b""
     while True:
         block = read(STREAM_BLOCK)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 
-import pathspec
-
 from .errors import from_oserror
 
 IGNORE_FILE = ".vfsignore"
@@ -21,7 +19,10 @@ TMP_PREFIX = ".vfs-tmp-"
 
 class Ignore:
     def __init__(self, lines: list[str]):
-        self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        self._spec = None
+        if lines:
+            import pathspec  # only workspaces with ignore rules pay for it
+            self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
 
     @classmethod
     def load(cls, workspace: str) -> Ignore:
@@ -36,9 +37,9 @@ class Ignore:
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
         """Whether workspace-relative ``rel`` is left out of snapshots."""
-        if rel == ".vfs" or rel.startswith(".vfs/"):
+        if rel.startswith(".vfs") and (rel == ".vfs" or rel.startswith(".vfs/")):
             return True
-        if os.path.basename(rel).startswith(TMP_PREFIX) and not is_dir:
+        if not is_dir and TMP_PREFIX in rel and rel.rpartition("/")[2].startswith(TMP_PREFIX):
             return True
         if self._spec is None:
             return False

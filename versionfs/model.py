@@ -171,10 +171,17 @@ def check_name(name: str) -> None:
 
 
 def encode_tree(tree: Tree) -> bytes:
-    return _packb([
+    return encode_tree_rows([
         [_name_key(e.name), int(e.kind), e.mode, e.size, e.mtime_ns, bytes(e.id), e.target]
         for e in tree.entries
     ])
+
+
+def encode_tree_rows(rows: list[list]) -> bytes:
+    """The tree encoding of rows ``[name bytes, kind, mode, size, mtime_ns, id, target]``
+    already sorted by name bytes, with names that need no checking (they come from
+    the filesystem). The scanner uses this to skip building ``TreeEntry`` objects."""
+    return _packb(rows)
 
 
 def decode_tree(data: bytes) -> Tree:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import struct
 import threading
 from collections import OrderedDict
@@ -71,7 +70,7 @@ class ObjectStore:
         return fan_out(self.objects if kind is BlobKind.OBJECT else self.packs, blob)
 
     def tmp_path(self, tag: str) -> str:
-        return os.path.join(self.tmp, f"{tag}-{os.getpid()}-{secrets.token_hex(8)}")
+        return os.path.join(self.tmp, f"{tag}-{os.getpid()}-{os.urandom(8).hex()}")
 
     # -- reflinks -------------------------------------------------------
     def reflinks(self) -> bool:
@@ -279,7 +278,7 @@ class PackWriter:
         self._tmp = self.store.tmp_path("pack")
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                            0o444)
-        self._name = ObjectId(secrets.token_bytes(32))
+        self._name = ObjectId(os.urandom(32))
         self._size = 0
 
     def add(self, data) -> ChunkLoc:

@@ -32,9 +32,27 @@ from .errors import FileChanged, PathNotFound, VfsError, from_oserror
 from .hashing import hash_bytes
 from .ignore import Ignore
 from .model import (
-    BlobKind, ChunkLoc, ChunkRef, FileRecord, Kind, ObjectId, Tree, TreeEntry, decode_file,
-    decode_statcache, encode_file, encode_statcache, encode_tree, file_id, make_tree,
-    stat_bytes, tree_id,
+    STAT_LEN,
+    STATCACHE_VALUE_LEN,
+    BlobKind,
+    ChunkLoc,
+    ChunkRef,
+    FileRecord,
+    Kind,
+    ObjectId,
+    Tree,
+    TreeEntry,
+    decode_file,
+    decode_statcache,
+    decode_tree,
+    encode_file,
+    encode_statcache,
+    encode_tree,
+    encode_tree_rows,
+    file_id,
+    make_tree,
+    stat_bytes,
+    tree_id,
 )
 from .objects import fsync_dir
 from .repo import Repo, normalize_path
@@ -121,11 +139,18 @@ class WorkTree:
         self.chunk_locs: dict[bytes, ChunkLoc] = {}
         self.statcache: dict[bytes, bytes] = {}   # rel path -> encoded stat record
         self.seen_paths: set[bytes] = set()
+        self.stale: list[bytes] = []              # cache entries of vanished paths
         self.stats = ScanStats()
 
     def tree(self, tid: bytes) -> Tree:
         t = self.tree_objs.get(tid)
-        return t if t is not None else self.repo.tree(tid)
+        if t is not None:
+            return t
+        enc = self.trees.get(tid)
+        if enc is None:
+            return self.repo.tree(tid)
+        t = self.tree_objs[tid] = decode_tree(enc)   # decoded only when asked for
+        return t
 
     def chunks(self, entry: TreeEntry) -> tuple[ChunkRef, ...]:
         rec = self.file_objs.get(entry.id)
@@ -499,20 +524,25 @@ class Scanner:
         self._txn = None
         self._cache: dict[bytes, bytes] | None = None
 
-    def walk(self, rel: str = "") -> _Dir:
-        """The plan of the workspace (or of directory ``rel`` in it)."""
+    def walk(self) -> _Dir:
+        """The plan of the whole workspace; also lists the stat cache entries of
+        paths that are gone (``work.stale``)."""
+        ws = self.repo.workspace
         with self.repo.index.read() as txn:
             self._txn = txn
             # One pass over the stat cache beats one lookup per file, up to a size.
-            if not rel and txn.count("statcache") <= BULK_CACHE:
+            if txn.count("statcache") <= BULK_CACHE:
                 self._cache = txn.as_dict("statcache")
             try:
-                path = os.path.join(self.repo.workspace, rel) if rel else self.repo.workspace
                 try:
-                    st = os.lstat(path)
+                    st = os.lstat(ws)
                 except OSError as exc:
-                    raise from_oserror(exc, f"reading {rel or '.'}") from None
-                return self._walk_dir(path, rel, st)
+                    raise from_oserror(exc, "reading the workspace") from None
+                node = self._walk_dir(ws, "", st)
+                seen = self.work.seen_paths
+                cached = self._cache if self._cache is not None else txn.keys("statcache")
+                self.work.stale = [k for k in cached if k not in seen]
+                return node
             finally:
                 self._txn = None
                 self._cache = None
@@ -525,8 +555,9 @@ class Scanner:
                 entries = list(it)
         except OSError as exc:
             raise from_oserror(exc, f"listing {rel or '.'}") from None
+        prefix = f"{rel}/" if rel else ""
         for de in entries:
-            self._walk_entry(node, de, f"{rel}/{de.name}" if rel else de.name)
+            self._walk_entry(node, de, prefix + de.name)
         return node
 
     def _walk_entry(self, node: _Dir, de: os.DirEntry, rel: str) -> None:
@@ -537,13 +568,14 @@ class Scanner:
         except OSError as exc:
             raise from_oserror(exc, f"reading {rel}") from None
         mode = st.st_mode
-        if stat.S_ISDIR(mode):
+        if stat.S_ISREG(mode):  # the common case first
+            if not self.ignore.ignored(rel, False):
+                node.items.append((de.name, Kind.FILE, st, self._file(de.path, rel, st)))
+        elif stat.S_ISDIR(mode):
             if not self.ignore.ignored(rel, True):
                 node.items.append((de.name, Kind.DIR, st, self._walk_dir(de.path, rel, st)))
         elif self.ignore.ignored(rel, False):
             return
-        elif stat.S_ISREG(mode):
-            node.items.append((de.name, Kind.FILE, st, self._file(de.path, rel, st)))
         elif stat.S_ISLNK(mode):
             try:
                 target = os.readlink(de.path.encode("utf-8", "surrogateescape"))
@@ -562,14 +594,14 @@ class Scanner:
         key = _fs_name(rel)
         self.work.seen_paths.add(key)
         job = FileJob(rel, path, st)
-        cached = decode_statcache(self._cache.get(key) if self._cache is not None
-                               else self._txn.get("statcache", key))
-        if cached is not None:
-            if cached[0] == stat_bytes(st):
-                job.fid = cached[1]
+        raw = self._cache.get(key) if self._cache is not None \
+            else self._txn.get("statcache", key)
+        if raw is not None and len(raw) == STATCACHE_VALUE_LEN:
+            if raw[:STAT_LEN] == stat_bytes(st):
+                job.fid = ObjectId(raw[STAT_LEN:])
                 job.size = st.st_size
                 return job
-            job.prev = cached[1]
+            job.prev = ObjectId(raw[STAT_LEN:])
         self.jobs.append(job)
         return job
 
@@ -584,26 +616,34 @@ class Scanner:
 
     # -- trees ---------------------------------------------------------------
     def build(self, node: _Dir) -> TreeEntry:
-        entries = []
-        for name, kind, st, payload in node.items:
-            if kind is Kind.DIR:
-                entries.append(self.build(payload))
-                continue
-            perm = stat.S_IMODE(st.st_mode)
-            if kind is Kind.FILE:
-                entries.append(TreeEntry(name, kind, perm, payload.size, st.st_mtime_ns,
-                                         payload.fid))
-            else:
-                entries.append(TreeEntry(name, kind, perm, len(payload), st.st_mtime_ns,
-                                         ObjectId(hash_bytes(payload)), payload))
-        tree = make_tree(entries)
-        enc = encode_tree(tree)
-        tid = tree_id(enc)
-        self.work.trees[tid] = enc
-        self.work.tree_objs[tid] = tree
+        """The tree entry of a planned directory; its trees go to ``work.trees``."""
+        tid = self._build(node)
         name = os.path.basename(node.rel) if node.rel else ""
         return TreeEntry(name, Kind.DIR, stat.S_IMODE(node.st.st_mode), 0,
                          node.st.st_mtime_ns, tid)
+
+    def _build(self, node: _Dir) -> ObjectId:
+        rows = []
+        for name, kind, st, payload in node.items:
+            if kind is Kind.DIR:
+                row = [_fs_name(name), 2, stat.S_IMODE(st.st_mode), 0, st.st_mtime_ns,
+                       bytes(self._build(payload)), b""]
+            elif kind is Kind.FILE:
+                row = [_fs_name(name), 1, stat.S_IMODE(st.st_mode), payload.size,
+                       st.st_mtime_ns, bytes(payload.fid), b""]
+            else:
+                row = [_fs_name(name), 3, stat.S_IMODE(st.st_mode), len(payload),
+                       st.st_mtime_ns, hash_bytes(payload), payload]
+            rows.append(row)
+        rows.sort(key=_first)
+        enc = encode_tree_rows(rows)
+        tid = tree_id(enc)
+        self.work.trees[tid] = enc
+        return tid
+
+
+def _first(row: list) -> bytes:
+    return row[0]
 
 
 def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None = None,

@@ -86,7 +86,8 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
             raise
         unchanged = parent is not None and repo.commit(parent).tree == work.root
         if unchanged and not allow_empty:
-            _write(repo, work, None, None, tag, parent, full=not paths)
+            if tag is not None or work.statcache or work.stale:
+                _write(repo, work, None, None, tag, parent, full=not paths)
             cid, created = parent, False
         else:
             commit = Commit(
@@ -129,8 +130,7 @@ def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool) -> 
         for key, rec in work.statcache.items():
             txn.put("statcache", key, rec)
         if full:
-            stale = [k for k in txn.keys("statcache") if k not in work.seen_paths]
-            for key in stale:
+            for key in work.stale:
                 txn.delete("statcache", key)
         if cid is not None:
             txn.put("commits", cid, enc)
