@@ -691,9 +691,12 @@ def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None =
     return work
 
 
-# Small files are read by this many threads at once: reading is latency-bound on a
-# cold cache, and open/read/fstat release the GIL.
-READERS = 8
+# Small files are read by this many threads, ahead of the thread that stores them,
+# in inode order. Measured on the 20,000-file benchmark (XFS on a loop device, cold):
+# 1 reader 3.2-3.5 s, 2: 3.5 s, 4: 3.7 s, 8: 3.7-4.3 s (the loop device serializes
+# requests, so more readers only scatter them); `cat` of the same files takes 2.9 s.
+# Two keep the disk busy while this thread hashes and packs, without scattering.
+READERS = 2
 WINDOW = 256
 
 
@@ -701,7 +704,7 @@ def _run_jobs(ing: Ingestor, jobs: list[FileJob], threshold: int, workers: int) 
     """Ingest every job: large files in ``workers`` threads, small files read ahead
     by ``READERS`` threads and stored in order by this thread."""
     large = [j for j in jobs if j.st.st_size >= threshold]
-    small = [j for j in jobs if j.st.st_size < threshold]
+    small = sorted((j for j in jobs if j.st.st_size < threshold), key=_by_inode)
     with ThreadPoolExecutor(max_workers=workers + READERS,
                             thread_name_prefix="vfs-ingest") as pool:
         futures = [pool.submit(ing.ingest, j) for j in large]
@@ -714,6 +717,11 @@ def _run_jobs(ing: Ingestor, jobs: list[FileJob], threshold: int, workers: int) 
             _keep_next(ing, pending)
         for fut in futures:
             fut.result()
+
+
+def _by_inode(job: FileJob) -> int:
+    # Inode order follows allocation order on XFS and ext4, so the disk reads ahead.
+    return job.st.st_ino
 
 
 def _keep_next(ing: Ingestor, pending: deque) -> None:
