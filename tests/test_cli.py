@@ -437,3 +437,14 @@ def test_fsck_and_gc_on_a_healthy_repository(hist):
     assert js["checked"]["commits"] == 3
     dry = hist.json("gc", "--dry-run", "--json")
     assert dry["dry_run"] is True and dry["commits"] == 0
+
+
+def test_init_honours_dash_c(cli, tmp_path):
+    """`vfs -C DIR init` creates the repository in DIR, not in the current directory."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    here = tmp_path / "here"
+    here.mkdir()
+    cli("-C", str(target), "init", cwd=here)
+    assert (target / ".vfs" / "config.toml").is_file()
+    assert not (here / ".vfs").exists()

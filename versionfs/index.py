@@ -72,13 +72,17 @@ def _close_env(path: str) -> None:
 class Index:
     def __init__(self, path: str, *, readonly: bool = False):
         self.path = path
-        self.env = _open_env(path, readonly)
+        # LMDB allows one environment per path and process, shared by every Index
+        # there, so it is opened writable whenever the files allow: a read-only
+        # Index (a mount) must not stop a writer in the same process.
+        self.env = _open_env(path, readonly and not os.access(path, os.W_OK))
         self._closed = False
         self.dbs = {}
         if readonly:
-            with self.env.begin() as txn:
-                for name in DB_NAMES:
-                    self.dbs[name] = self.env.open_db(name.encode(), txn=txn, create=False)
+            # Opened outside a transaction: handles opened inside a read-only one
+            # are invalid once it ends.
+            for name in DB_NAMES:
+                self.dbs[name] = self.env.open_db(name.encode(), create=False)
         else:
             with self.env.begin(write=True) as txn:
                 for name in DB_NAMES:

@@ -21,14 +21,16 @@ from .format import fmt_bytes, fmt_time, short_summary
 @click.argument("path", default=".", type=click.Path(file_okay=False))
 @click.option("--bare", is_flag=True, help="Create a repository with no workspace "
               "(a place to push to, or to serve mounts from).")
-def init(path: str, bare: bool) -> None:
-    """Create an empty repository in PATH (default: the current directory).
+@click.pass_context
+def init(ctx, path: str, bare: bool) -> None:
+    """Create an empty repository in PATH (default: the current directory, or the
+    directory given with -C).
 
     PATH becomes the workspace and its data lives in PATH/.vfs; with --bare, PATH
     itself is the repository.
     """
     from ..repo import Repo
-    repo = Repo.init(path, bare=bare)
+    repo = Repo.init(os.path.join(ctx.obj["path"], path), bare=bare)
     where = repo.vfs_dir
     repo.close()
     click.echo(f"initialized empty versionfs repository in {where}")
