@@ -14,13 +14,15 @@ import stat
 
 import pytest
 
-from versionfs.errors import CorruptObject, NotADirectory, PathNotFound, UnknownRevision
+from versionfs.errors import (
+    CorruptObject, NoSuchAttribute, NotADirectory, PathNotFound, UnknownRevision,
+)
 from versionfs.hashing import hash_bytes
 from versionfs.model import ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry
 from versionfs.model import BlobKind, encode_tree, tree_id
 from versionfs.repo import Repo
 from versionfs.snapshot import snapshot
-from versionfs.view import ROOT_INO, NoSuchAttribute, View
+from versionfs.view import ROOT_INO, View
 from versionfs.view.tables import FileTable
 
 ODD_NAME = b"caf\xe9 \xff\x01name"  # not UTF-8, holds a control byte

@@ -138,6 +138,19 @@ class AccessDenied(VfsError):
     errno = _errno.EACCES
 
 
+class NoSuchAttribute(VfsError):
+    """An extended attribute does not exist on this file (ENODATA), or its namespace
+    is not supported here (EOPNOTSUPP, passed as ``code``)."""
+
+    exit_code = 5
+    errno = _errno.ENODATA
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.errno = code
+
+
 class MountError(VfsError):
     """A FUSE mount could not be started, checked or stopped."""
 

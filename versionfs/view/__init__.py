@@ -21,10 +21,11 @@ Thread-safety: every method may be called from any thread. Inode tables sit behi
 one lock; ``read`` takes it only briefly, so many reads run at once.
 """
 
+from ..errors import NoSuchAttribute
 from .chunks import ChunkCache
 from .core import View
 from .records import (
-    ROOT_INO, XATTR_COMMIT, XATTR_ID, XATTR_RUN, Attr, DirEntry, FsStats, NoSuchAttribute,
+    ROOT_INO, XATTR_COMMIT, XATTR_ID, XATTR_RUN, Attr, DirEntry, FsStats,
 )
 
 __all__ = ["View", "Attr", "DirEntry", "FsStats", "NoSuchAttribute", "ChunkCache",

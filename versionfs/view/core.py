@@ -16,13 +16,13 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from ..errors import MissingObject, NotADirectory, PathNotFound, VfsError
+from ..errors import MissingObject, NoSuchAttribute, NotADirectory, PathNotFound, VfsError
 from ..hashing import hash_bytes
 from ..model import Commit, Kind, ObjectId, TreeEntry
 from ..repo import Repo
 from .chunks import ChunkCache, Content
 from .records import (
-    ROOT_INO, XATTR_COMMIT, XATTR_ID, XATTR_RUN, Attr, DirEntry, FsStats, NoSuchAttribute,
+    ROOT_INO, XATTR_COMMIT, XATTR_ID, XATTR_RUN, Attr, DirEntry, FsStats,
 )
 from .tables import FileTable, PackedTree, TreeCache
 

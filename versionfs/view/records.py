@@ -5,28 +5,13 @@ Thread-safety: immutable values only.
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass
 from typing import NamedTuple
-
-from ..errors import VfsError
 
 ROOT_INO = 1
 XATTR_ID = b"user.versionfs.id"
 XATTR_COMMIT = b"user.versionfs.commit"
 XATTR_RUN = b"user.versionfs.run"
-
-
-class NoSuchAttribute(VfsError):
-    """The extended attribute does not exist on this file (ENODATA), or its
-    namespace is not supported here (EOPNOTSUPP)."""
-
-    errno = errno.ENODATA
-
-    def __init__(self, message: str, code: int | None = None):
-        super().__init__(message)
-        if code is not None:
-            self.errno = code
 
 
 class Attr(NamedTuple):
