@@ -68,26 +68,36 @@ def iter_cuts(data, params: ChunkParams = DEFAULT_PARAMS):
 STREAM_BLOCK = 16 << 20
 
 
-def iter_stream(read, params: ChunkParams = DEFAULT_PARAMS):
-    """Yield the chunks of a stream as bytes-like objects, cut exactly as ``cut``
-    would cut the whole stream (for streams at or above the threshold).
+def iter_stream(readinto, params: ChunkParams = DEFAULT_PARAMS):
+    """Yield the chunks of a stream as memoryviews, cut exactly as ``cut`` would cut
+    the whole stream (for streams at or above the threshold).
 
-    ``read(n)`` returns up to ``n`` bytes, ``b""`` at the end. Cutting restarts at
-    each chunk edge, so FastCDC finds the same edges whatever the block size, as long
-    as a block holds more than ``max_size`` bytes.
+    ``readinto(view)`` fills a writable memoryview and returns the byte count, 0 at
+    the end. One buffer is reused: a yielded view is valid only until the next one
+    is asked for. Cutting restarts at each chunk edge, so FastCDC finds the same
+    edges whatever the block size, as long as a block holds more than ``max_size``.
     """
     cdc = _fastcdc(params)
-    carry = b""
+    buf = bytearray(STREAM_BLOCK + params.max_size)
+    view = memoryview(buf)
+    have = 0
+    eof = False
     while True:
-        block = read(STREAM_BLOCK)
-        if not block:
-            if carry:
-                yield carry
+        while not eof and have < len(buf):
+            n = readinto(view[have:])
+            if n == 0:
+                eof = True
+            have += n
+        if have == 0:
             return
-        data = carry + block if carry else block
-        view = memoryview(data)
+        data = view[:have]
         cuts = [(c.offset, c.length) for c in cdc.cut_buf(data)]
+        if eof:
+            for off, length in cuts:
+                yield data[off: off + length]
+            return
         for off, length in cuts[:-1]:
-            yield view[off: off + length]
-        off, _ = cuts[-1]
-        carry = bytes(view[off:])
+            yield data[off: off + length]
+        off = cuts[-1][0]
+        buf[: have - off] = buf[off:have]   # the unfinished last chunk starts the next block
+        have -= off

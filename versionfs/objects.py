@@ -262,7 +262,8 @@ class PackWriter:
     ``finish`` rather than one by one, so the disk is never idle waiting for a sync.
     """
 
-    FLUSH = 8 << 20
+    FLUSH = 8 << 20     # gather small chunks up to this much per write
+    DIRECT = 256 << 10  # chunks from this size are written as they come (no copy)
 
     def __init__(self, store: ObjectStore):
         self.store = store
@@ -285,7 +286,7 @@ class PackWriter:
         if self._fd is None:
             self._open()
         loc = ChunkLoc(BlobKind.PACK, self._name, self._size, len(data))
-        if len(data) >= self.FLUSH:
+        if len(data) >= self.DIRECT:
             self._flush()
             self._write(data)
         else:
