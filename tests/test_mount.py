@@ -426,6 +426,29 @@ def test_damaged_chunk_is_eio_and_the_mount_survives(ds, mounter):
         (ds.v1 / "data" / "medium.bin").read_bytes()
 
 
+def test_verify_off_reads_correct_bytes_at_random_offsets(ds, mounter):
+    mp = mounter(f"{ds.ws}@v1", "--verify=off")
+    want = (ds.v1 / "data" / "big.bin").read_bytes()
+    rnd = random.Random(5)
+    fd = os.open(mp / "data" / "big.bin", os.O_RDONLY)
+    try:
+        for _ in range(200):
+            off = rnd.randrange(len(want))
+            assert os.pread(fd, 4096, off) == want[off: off + 4096]
+    finally:
+        os.close(fd)
+    assert (mp / "data" / "big.bin").read_bytes() == want
+    assert (mp / "small.txt").read_bytes() == b"hello\n"
+
+
+def test_verify_takes_chunk_or_off_only(ds, cli, tmp_path):
+    (tmp_path / "mp").mkdir()
+    res = cli.fail("mount", f"{ds.ws}@v1", tmp_path / "mp", "--verify=maybe", code=2)
+    assert "'maybe' is not one of 'chunk', 'off'" in res.stderr
+    assert mounts.find_mount(str(tmp_path / "mp")) is None
+    assert "--verify [chunk|off]" in cli("mount", "--help").stdout
+
+
 # -- lifecycle and errors -------------------------------------------------------------------
 
 

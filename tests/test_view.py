@@ -296,6 +296,73 @@ def test_damaged_chunk_is_an_error_not_data(ws):
     assert "damaged" in str(err.value)
 
 
+def _damage(repo, ref) -> None:
+    loc = repo.chunk_loc(ref.id)
+    fd = os.open(repo.store.blob_path(loc.blob_kind, loc.blob), os.O_RDWR)
+    try:
+        byte = os.pread(fd, 1, loc.offset + 10)
+        os.pwrite(fd, bytes([byte[0] ^ 0xFF]), loc.offset + 10)
+    finally:
+        os.close(fd)
+
+
+def test_verify_off_reads_exact_ranges_without_hashing(ws):
+    repo, root = ws
+    want = (root / "data" / "big.bin").read_bytes()
+    view = View(repo, "HEAD", verify="off")
+    big = view.lookup(view.lookup(ROOT_INO, b"data").ino, b"big.bin")
+    fh = view.open(big.ino)
+    rnd = random.Random(2)
+    n = len(want)
+    cases = [(0, 4096), (n - 10, 100), (n, 1)]
+    cases += [(rnd.randrange(n), rnd.randrange(1, 3 << 20)) for _ in range(100)]
+    for off, size in cases:
+        assert bytes(view.read(fh, off, size)) == want[off: off + size], (off, size)
+    assert view.chunks.loads == 0  # nothing was loaded whole, nothing hashed
+    assert view.read(fh, 0, 10, block=False) is None  # nothing is cached either
+
+
+def test_verify_off_returns_damaged_bytes_and_chunk_refuses_them(ws):
+    repo, _ = ws
+    entry = repo.entry(repo.resolve("HEAD"), "data/big.bin")
+    refs = repo.chunks(entry)
+    _damage(repo, refs[1])
+    for verify in ("off", "chunk"):
+        view = View(repo, "HEAD", verify=verify)
+        big = view.lookup(view.lookup(ROOT_INO, b"data").ino, b"big.bin")
+        fh = view.open(big.ino)
+        if verify == "off":  # the trade-off it documents: no check at all
+            assert len(view.read(fh, refs[0].length, 100)) == 100
+        else:
+            with pytest.raises(CorruptObject):
+                view.read(fh, refs[0].length, 100)
+        view.close()
+    with pytest.raises(ValueError):
+        View(repo, "HEAD", verify="sometimes")
+
+
+def test_verified_chunks_are_reread_by_range_after_eviction(ws):
+    repo, root = ws
+    want = (root / "data" / "big.bin").read_bytes()
+    entry = repo.entry(repo.resolve("HEAD"), "data/big.bin")
+    refs = repo.chunks(entry)
+    view = View(repo, "HEAD", cache_bytes=1, prefetch_workers=0)  # keeps one chunk
+    big = view.lookup(view.lookup(ROOT_INO, b"data").ino, b"big.bin")
+    fh = view.open(big.ino)
+    assert bytes(view.read(fh, 5, 100)) == want[5:105]
+    assert bytes(view.read(fh, refs[0].length + 5, 100)) == \
+        want[refs[0].length + 5: refs[0].length + 105]  # evicts chunk 0
+    loads = view.chunks.loads
+    for off in (0, 7, 4096, refs[0].length - 50):
+        assert bytes(view.read(fh, off, 4096)) == want[off: off + 4096]
+    assert view.chunks.loads == loads  # chunk 0 was verified once; ranges since
+    # a chunk damaged before its first read is still refused
+    _damage(repo, refs[2])
+    with pytest.raises(CorruptObject):
+        view.read(fh, refs[0].length + refs[1].length + 1, 10)
+    view.close()
+
+
 def test_unknown_revision(ws):
     repo, _ = ws
     with pytest.raises(UnknownRevision, match="unknown revision 'v7'"):

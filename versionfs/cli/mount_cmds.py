@@ -20,9 +20,16 @@ from .base import cli, emit_json, info
                    "/etc/fuse.conf unless you are root).")
 @click.option("--debug", is_flag=True,
               help="Log every FUSE request (to stderr with -f, else to the mount's log).")
+@click.option("--verify", type=click.Choice(["chunk", "off"]), default="chunk",
+              show_default=True,
+              help="chunk: every chunk is checked against its BLAKE3 id before any "
+                   "of its bytes is returned (a damaged chunk fails with EIO; a 4 KiB "
+                   "read of an unread chunk reads and hashes the whole ~1 MiB chunk). "
+                   "off: read exactly the requested bytes with no check, for fast "
+                   "random access on storage you trust; damage goes unnoticed.")
 @click.pass_context
 def mount_cmd(ctx: click.Context, spec: str, mountpoint: str, foreground: bool,
-              allow_other: bool, debug: bool) -> None:
+              allow_other: bool, debug: bool, verify: str) -> None:
     """Mount a version of a repository read-only at MOUNTPOINT.
 
     \b
@@ -33,7 +40,7 @@ def mount_cmd(ctx: click.Context, spec: str, mountpoint: str, foreground: bool,
     """
     from ..fuse.mount import mount
     mount(spec, mountpoint, default_repo=ctx.obj["path"], foreground=foreground,
-          allow_other=allow_other, debug=debug, say=info)
+          allow_other=allow_other, debug=debug, verify=verify, say=info)
 
 
 @cli.command("umount")

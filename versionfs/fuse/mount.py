@@ -44,6 +44,7 @@ class MountRequest:
     commit: str | None = None  # the commit rev named when checked (hex)
     allow_other: bool = False
     debug: bool = False
+    verify: str = "chunk"  # "off": no BLAKE3 check of what is read (docs/mount.md)
 
 
 def parse_spec(spec: str, default_repo: str = ".") -> tuple[str, str | None]:
@@ -60,7 +61,7 @@ def parse_spec(spec: str, default_repo: str = ".") -> tuple[str, str | None]:
 
 
 def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=False,
-            debug=False) -> tuple[MountRequest, str | None]:
+            debug=False, verify="chunk") -> tuple[MountRequest, str | None]:
     """Check everything before mounting; returns the request and the commit id
     (hex, None for the all-versions view). Raises a one-line ``VfsError``."""
     repo_path, rev = parse_spec(spec, default_repo)
@@ -72,7 +73,7 @@ def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=
     with Repo.open_repo(repo_path) as repo:
         commit = repo.resolve(rev).hex() if rev is not None else None
         where = repo.workspace or repo.vfs_dir
-    return MountRequest(where, rev, mp, commit, allow_other, debug), commit
+    return MountRequest(where, rev, mp, commit, allow_other, debug, verify), commit
 
 
 def fuse_options(req: MountRequest) -> set[str]:
@@ -93,7 +94,7 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
     root answers through the mount, ``on_ready(error)`` if it never does."""
     repo = Repo.open_repo(req.repo)
     # the commit checked before mounting, even if a snapshot moved HEAD since
-    view = View(repo, req.commit or req.rev)
+    view = View(repo, req.commit or req.rev, verify=req.verify)
     stop = _Stop()
     saved = {signum: signal.signal(signum, stop.handler) for signum in _SIGNALS}
     try:
@@ -201,12 +202,13 @@ def _tune_readahead(dev: int) -> None:
 
 
 def mount(spec: str, mountpoint: str, *, default_repo: str = ".", foreground=False,
-          allow_other=False, debug=False, say: Callable[[str], None] = print) -> None:
+          allow_other=False, debug=False, verify="chunk",
+          say: Callable[[str], None] = print) -> None:
     """``versionfs mount``: returns once the mount serves (or, in the foreground,
     once it is unmounted). Error handling: a one-line ``VfsError`` for every bad
     input, checked before anything is mounted."""
     req, commit = prepare(spec, mountpoint, default_repo=default_repo,
-                          allow_other=allow_other, debug=debug)
+                          allow_other=allow_other, debug=debug, verify=verify)
     what = req.repo + (f"@{req.rev} ({commit[:12]})" if req.rev else " (all versions)")
     if foreground:
         _setup_logging(debug)

@@ -1,4 +1,5 @@
-"""Verified chunk bytes for reads: a bounded cache, one load per chunk, read-ahead.
+"""Chunk bytes for reads: a bounded cache of verified chunks, one load per chunk,
+read-ahead, and ranges of chunks already verified (or not to be verified).
 
 Thread-safety: ``ChunkCache`` may be used by any number of threads at once.
 """
@@ -9,20 +10,35 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..model import ChunkRef
+from ..model import ChunkLoc, ChunkRef
 from ..repo import Repo
+
+VERIFY_MODES = ("chunk", "off")
 
 
 class ChunkCache:
     """Verified chunks by id, bounded by bytes; loads each chunk once however many
-    readers want it at the same moment, and can load chunks ahead in background."""
+    readers want it at the same moment, and can load chunks ahead in background.
 
-    def __init__(self, repo: Repo, max_bytes: int = 64 << 20, workers: int = 2):
+    ``verify="chunk"`` (the default) checks every chunk against its id the first
+    time it is loaded, and remembers where up to ``max_verified`` verified chunks
+    lie: a later read of one whose bytes left the cache re-reads just its range
+    from that same (immutable) place instead of the whole chunk. ``verify="off"``
+    checks nothing: ``read_range`` serves every read straight from the blob.
+    """
+
+    def __init__(self, repo: Repo, max_bytes: int = 64 << 20, workers: int = 2, *,
+                 verify: str = "chunk", max_verified: int = 1 << 16):
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
         self.repo = repo
         self.max_bytes = max_bytes
+        self.verify = verify
+        self.max_verified = max_verified
         self._data: OrderedDict[bytes, bytes] = OrderedDict()
         self._bytes = 0
         self._loading: dict[bytes, Future] = {}
+        self._verified: dict[bytes, ChunkLoc] = {}  # oldest first
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, "vfs-prefetch") if workers else None
         self.loads = 0
@@ -52,13 +68,24 @@ class ChunkCache:
             self._load(ref.id, fut)
         return fut.result()
 
+    def read_range(self, ref: ChunkRef, offset: int, length: int) -> bytes | None:
+        """``length`` bytes at ``offset`` in the chunk, read from its blob when that
+        is allowed without hashing the whole chunk (it was verified before by this
+        cache, or ``verify="off"``); None when the whole chunk must be loaded."""
+        if self.verify == "off":
+            return self.repo.blobs.pread(self.repo.chunk_loc(ref.id), offset, length)
+        with self._lock:
+            loc = self._verified.get(ref.id)
+        return None if loc is None else self.repo.blobs.pread(loc, offset, length)
+
     def prefetch(self, refs) -> None:
         """Start loading ``refs`` in background; returns at once."""
         if self._pool is None:
             return
         for ref in refs:
             with self._lock:
-                if ref.id in self._data or ref.id in self._loading:
+                if ref.id in self._data or ref.id in self._loading or \
+                        ref.id in self._verified:  # read_range serves those
                     continue
                 fut = self._loading[ref.id] = Future()
             try:
@@ -69,7 +96,8 @@ class ChunkCache:
 
     def _load(self, cid: bytes, fut: Future) -> None:
         try:
-            data = self.repo.blobs.read_verified(cid, self.repo.chunk_loc(cid))
+            loc = self.repo.chunk_loc(cid)
+            data = self.repo.blobs.read_verified(cid, loc)
         except BaseException as exc:
             with self._lock:
                 del self._loading[cid]
@@ -84,6 +112,10 @@ class ChunkCache:
             while self._bytes > self.max_bytes and len(self._data) > 1:
                 _, old = self._data.popitem(last=False)
                 self._bytes -= len(old)
+            self._verified.pop(cid, None)  # re-insert as the newest
+            self._verified[cid] = loc
+            if len(self._verified) > self.max_verified:
+                del self._verified[next(iter(self._verified))]
         fut.set_result(data)
 
     def _abandon(self, cid: bytes, fut: Future) -> None:

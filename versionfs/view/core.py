@@ -68,12 +68,12 @@ class View:
 
     def __init__(self, repo: Repo, rev: str | None = None, *, cache_bytes: int = 64 << 20,
                  tree_cache_entries: int = 150_000, prefetch_chunks: int = 2,
-                 prefetch_workers: int = 2):
+                 prefetch_workers: int = 2, verify: str = "chunk"):
         self.repo = repo
         self.rev = rev
         self.commit_id = repo.resolve(rev) if rev is not None else None
-        self.chunks = ChunkCache(repo, cache_bytes, prefetch_workers)
-        self.prefetch_chunks = prefetch_chunks
+        self.chunks = ChunkCache(repo, cache_bytes, prefetch_workers, verify=verify)
+        self.prefetch_chunks = prefetch_chunks if verify != "off" else 0
         self._trees = TreeCache(repo, tree_cache_entries)
         self._lock = threading.RLock()
         self._files = FileTable()
@@ -368,9 +368,11 @@ class View:
     def read(self, fh: int, offset: int, size: int, *, block: bool = True):
         """Up to ``size`` bytes at ``offset`` (fewer at the end, ``b""`` past it).
 
-        Returns bytes or a memoryview of a cached chunk; never unverified data.
-        With ``block=False`` it returns None instead of reading a chunk that is not
-        cached yet, so a caller can answer cached reads without a thread.
+        Returns bytes or a memoryview of a cached chunk. Unless the view was made
+        with ``verify="off"``, every byte comes from a chunk that matched its id
+        (now, or earlier through the same blob range: see ``ChunkCache``).
+        With ``block=False`` it returns None instead of reading anything that is
+        not cached yet, so a caller can answer cached reads without a thread.
         """
         with self._lock:
             c = self._open.get(fh)
@@ -381,20 +383,25 @@ class View:
         if offset < 0 or offset >= end:
             return b""
         i = bisect.bisect_right(c.starts, offset) - 1
-        parts, pos = [], offset
+        parts, pos, cache = [], offset, self.chunks
         while pos < end:
             start, ref = c.starts[i], c.chunks[i]
-            data = self.chunks.get(ref) if block else self.chunks.peek(ref)
-            if data is None:
-                return None
             stop = min(end - start, ref.length)
-            parts.append(memoryview(data)[pos - start: stop])
+            data = cache.peek(ref)
+            if data is not None:
+                parts.append(memoryview(data)[pos - start: stop])
+            elif not block:
+                return None
+            else:
+                part = cache.read_range(ref, pos - start, stop - (pos - start))
+                parts.append(part if part is not None else
+                             memoryview(cache.get(ref))[pos - start: stop])
             pos = start + stop
             i += 1
         # a sequential reader (the kernel's readahead requests arrive a little out
         # of order) gets the next chunks loaded while it consumes these
         if self.prefetch_chunks and abs(offset - c.next_offset) <= _SEQUENTIAL_SLACK:
-            self.chunks.prefetch(c.chunks[i: i + self.prefetch_chunks])
+            cache.prefetch(c.chunks[i: i + self.prefetch_chunks])
         c.next_offset = max(c.next_offset, end)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
