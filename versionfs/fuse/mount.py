@@ -1,39 +1,35 @@
-"""The life of a mount: check, mount, serve, announce readiness, unmount.
+"""The life of a mount as a command: check, fork a daemon, wait until it serves.
 
 ``mount`` checks everything a user can get wrong (mountpoint, FUSE, repository,
-revision) before mounting, each with a one-line ``VfsError``. By default it forks a
-daemon and returns only when the daemon has mounted *and* listed the root through
-the mount (reported back over a pipe). ``serve`` runs the mount in the current
-process: ``pyfuse3.main`` on trio, plus a task that stops it on SIGINT, SIGTERM or
-SIGHUP. Whatever ends the loop — ``versionfs umount``, a signal, a crash — the
-``finally`` unmounts if the mount is still there, so a daemon never leaves a dead
-mount behind. Thread-safety: one mount per process (pyfuse3 is a singleton).
+revision) before mounting, each with a one-line ``VfsError``. By default it returns
+only when a daemon has mounted *and* listed the root through the mount (reported
+back over a pipe). The daemon is forked first thing, so that it imports the server
+(``serve``: pyfuse3 and trio, most of a mount's start-up) while this process runs
+the checks; it then receives the checked request over a pipe, or end-of-file if a
+check failed, and exits without touching anything. This module imports neither
+pyfuse3 nor trio. Thread-safety: call from one thread; one mount per daemon.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import logging
 import os
-import re
 import select
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyfuse3
-import trio
-
 from ..errors import MountError, VfsError
 from ..repo import Repo
-from ..view import View
 from . import mounts
-from .ops import Operations
 
 log = logging.getLogger("versionfs.fuse")
 
 READY_TIMEOUT = 60.0
-READ_AHEAD_KB = 8192   # see docs/mount.md "Performance": 128 KiB default → 8 MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,128 +72,6 @@ def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=
     return MountRequest(where, rev, mp, commit, allow_other, debug, verify), commit
 
 
-def fuse_options(req: MountRequest) -> set[str]:
-    # the source column of the mount table: what is mounted, in safe characters
-    spec = req.repo if req.rev is None else f"{req.repo}@{req.rev}"
-    fsname = "versionfs:" + re.sub(r"[^A-Za-z0-9._/@~:+-]", "_", spec)
-    opts = set(pyfuse3.default_options) | {f"fsname={fsname}", "subtype=versionfs", "ro"}
-    if req.allow_other:
-        opts.add("allow_other")
-    if req.debug:
-        opts.add("debug")
-    return opts
-
-
-def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None = None,
-          *, read_threads: int = 8) -> None:
-    """Mount and serve until unmounted or signalled; ``on_ready(None)`` once the
-    root answers through the mount, ``on_ready(error)`` if it never does."""
-    repo = Repo.open_repo(req.repo)
-    # the commit checked before mounting, even if a snapshot moved HEAD since
-    view = View(repo, req.commit or req.rev, verify=req.verify)
-    stop = _Stop()
-    saved = {signum: signal.signal(signum, stop.handler) for signum in _SIGNALS}
-    try:
-        ops = Operations(view, read_threads=read_threads)
-        try:
-            pyfuse3.init(ops, req.mountpoint, fuse_options(req))
-        except RuntimeError:
-            raise MountError(f"the kernel refused to mount {req.mountpoint} (is FUSE "
-                             "usable here? --debug shows why)") from None
-        state = mounts.MountState(
-            req.mountpoint, req.repo, req.rev,
-            view.commit_id.hex() if view.commit_id else None, os.getpid(),
-            mounts.state_base(req.mountpoint) + ".log")
-        try:
-            trio.run(_main, req.mountpoint, on_ready, state, stop)
-        finally:
-            stop.requested = True
-            mounts.remove_state(req.mountpoint, os.getpid())
-            still = mounts.find_mount(req.mountpoint) is not None
-            pyfuse3.close(unmount=still)
-            log.info("unmounted %s", req.mountpoint)
-    finally:
-        view.close()
-        repo.close()
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class _Stop:
-    """Whether the mount is stopping. A signal that comes before trio listens
-    still ends in ``serve``'s ``finally`` (which unmounts); one that comes once
-    stopping has begun — trio re-delivers those that arrive as its receiver
-    closes — is ignored rather than turned into a second, noisy exit."""
-
-    requested = False
-
-    def handler(self, signum, frame):
-        if self.requested:
-            return
-        self.requested = True
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
-
-
-async def _main(mountpoint: str, on_ready, state: mounts.MountState, stop: _Stop) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signals, stop)
-        nursery.start_soon(_announce, mountpoint, on_ready, state)
-        await pyfuse3.main(min_tasks=2, max_tasks=64)
-        stop.requested = True
-        nursery.cancel_scope.cancel()
-
-
-async def _stop_on_signals(stop: _Stop) -> None:
-    with trio.open_signal_receiver(*_SIGNALS) as sigs:
-        async for signum in sigs:
-            if not stop.requested:
-                stop.requested = True
-                log.info("%s: unmounting", signal.Signals(signum).name)
-                pyfuse3.terminate()
-
-
-async def _announce(mountpoint: str, on_ready, state: mounts.MountState) -> None:
-    """Check the mount really serves its root, tune readahead, report readiness."""
-    try:
-        st = await trio.to_thread.run_sync(_probe, mountpoint)
-    except OSError as exc:
-        log.error("the new mount does not answer: %s", exc)
-        if on_ready:
-            on_ready(MountError(f"{mountpoint} was mounted but does not answer "
-                                f"({exc.strerror}); see {state.log}"))
-        pyfuse3.terminate()
-        return
-    _tune_readahead(st.st_dev)
-    try:
-        mounts.write_state(state)
-    except OSError as exc:
-        log.warning("cannot record the mount in %s: %s", mounts.state_dir(), exc)
-    log.info("serving %s at %s", state.spec, mountpoint)
-    if on_ready:
-        on_ready(None)
-
-
-def _probe(mountpoint: str) -> os.stat_result:
-    os.listdir(mountpoint)
-    return os.stat(mountpoint)
-
-
-def _tune_readahead(dev: int) -> None:
-    """Raise the kernel readahead of this mount (128 KiB by default): large
-    sequential requests are what lets a FUSE daemon approach disk speed."""
-    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
-    try:
-        with open(path, "w") as f:
-            f.write(str(READ_AHEAD_KB))
-    except OSError as exc:  # not root, or no sysfs: slower, still correct
-        log.debug("cannot set %s: %s", path, exc)
-
-
 # -- the command: foreground or detached ------------------------------------------------
 
 
@@ -207,26 +81,37 @@ def mount(spec: str, mountpoint: str, *, default_repo: str = ".", foreground=Fal
     """``versionfs mount``: returns once the mount serves (or, in the foreground,
     once it is unmounted). Error handling: a one-line ``VfsError`` for every bad
     input, checked before anything is mounted."""
-    req, commit = prepare(spec, mountpoint, default_repo=default_repo,
-                          allow_other=allow_other, debug=debug, verify=verify)
-    what = req.repo + (f"@{req.rev} ({commit[:12]})" if req.rev else " (all versions)")
+    check = functools.partial(prepare, spec, mountpoint, default_repo=default_repo,
+                              allow_other=allow_other, debug=debug, verify=verify)
     if foreground:
+        req, commit = check()
         _setup_logging(debug)
         failed: list[VfsError] = []
 
         def ready(err):
             if err is None:
-                say(f"mounted {what} at {req.mountpoint}; Ctrl-C unmounts")
+                say(f"mounted {_what(req, commit)} at {req.mountpoint}; Ctrl-C unmounts")
             else:
                 failed.append(err)
 
+        from .serve import serve
         serve(req, ready)
         if failed:
             raise failed[0]
         return
-    pid = _detach(req)
-    say(f"mounted {what} at {req.mountpoint} (daemon pid {pid}; "
+    daemon = _Daemon()  # imports the server while we check
+    try:
+        req, commit = check()
+    except BaseException:
+        daemon.cancel()
+        raise
+    pid = daemon.start(req)
+    say(f"mounted {_what(req, commit)} at {req.mountpoint} (daemon pid {pid}; "
         f"'versionfs umount {req.mountpoint}' unmounts)")
+
+
+def _what(req: MountRequest, commit: str | None) -> str:
+    return req.repo + (f"@{req.rev} ({commit[:12]})" if req.rev else " (all versions)")
 
 
 class _Warnings(logging.Handler):
@@ -252,25 +137,45 @@ def _setup_logging(debug: bool) -> _Warnings:
     return warnings
 
 
-def _detach(req: MountRequest) -> int:
-    """Fork a daemon that mounts; return its pid once it reports the mount ready."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the daemon: never returns
-        os.close(rfd)
-        code = 1
+class _Daemon:
+    """A forked daemon: it imports the server at once, then waits for the request
+    (``start``) or for the news that there is none (``cancel``)."""
+
+    def __init__(self):
+        req_r, self._req_w = os.pipe()
+        self._reply_r, reply_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the daemon: never returns
+            code = 1
+            try:
+                os.close(self._req_w)
+                os.close(self._reply_r)
+                code = _daemon(req_r, reply_w)
+            finally:
+                os._exit(code)
+        os.close(req_r)
+        os.close(reply_w)
+
+    def cancel(self) -> None:
+        """No mount after all: the daemon exits without touching anything."""
+        os.close(self._req_w)
+        os.close(self._reply_r)
+        os.waitpid(self.pid, 0)
+
+    def start(self, req: MountRequest) -> int:
+        """Send the request; return the daemon's pid once it reports the mount ready."""
         try:
-            code = _daemon(req, wfd)
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as pipe:
-        reply = _read_reply(pipe, pid, mounts.state_base(req.mountpoint) + ".log")
-    if reply != "ok":
-        raise MountError(reply)
-    if mounts.find_mount(req.mountpoint) is None:
-        raise MountError(f"the daemon reported {req.mountpoint} mounted, but it is not")
-    return pid
+            os.write(self._req_w, json.dumps(dataclasses.asdict(req)).encode() + b"\n")
+        except BrokenPipeError:  # it died already: the reply says so
+            pass
+        os.close(self._req_w)
+        with os.fdopen(self._reply_r, "rb") as pipe:
+            reply = _read_reply(pipe, self.pid, mounts.state_base(req.mountpoint) + ".log")
+        if reply != "ok":
+            raise MountError(reply)
+        if mounts.find_mount(req.mountpoint) is None:
+            raise MountError(f"the daemon reported {req.mountpoint} mounted, but it is not")
+        return self.pid
 
 
 def _read_reply(pipe, pid: int, logpath: str) -> str:
@@ -284,23 +189,42 @@ def _read_reply(pipe, pid: int, logpath: str) -> str:
     return line
 
 
-def _daemon(req: MountRequest, wfd: int) -> int:
-    """The forked daemon: detach, log to the mountpoint's log file, serve."""
+def _daemon(req_fd: int, wfd: int) -> int:
+    """The forked daemon: detach, import the server, read the request, log to the
+    mountpoint's log file, serve. End-of-file instead of a request: exit 0."""
     os.setsid()
     os.chdir("/")  # hold no directory busy
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # the command's caller may wait for its pipes to close
+        os.dup2(null, fd)
+    keep = sorted((req_fd, wfd))
+    os.closerange(3, keep[0])
+    os.closerange(keep[0] + 1, keep[1])
+    os.closerange(keep[1] + 1, 1 << 16)
+    try:
+        from . import serve
+    except BaseException as exc:  # reported once there is someone to tell
+        serve = exc
+    with os.fdopen(req_fd, "rb") as pipe:
+        line = pipe.readline()
+    if not line:
+        return 0
+    req = MountRequest(**json.loads(line))
     logpath = mounts.state_base(req.mountpoint) + ".log"
     try:
         os.makedirs(mounts.state_dir(), mode=0o700, exist_ok=True)
         out = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for fd in (1, 2):
+            os.dup2(out, fd)
+        os.close(out)
     except OSError:
-        out = os.open(os.devnull, os.O_WRONLY)
-    null = os.open(os.devnull, os.O_RDONLY)
-    for fd, target in ((0, null), (1, out), (2, out)):
-        os.dup2(target, fd)
-    os.closerange(3, wfd)
-    os.closerange(wfd + 1, 1 << 16)
+        pass
     warnings = _setup_logging(req.debug)
-    code = _serve_reporting(req, wfd, logpath)
+    if isinstance(serve, BaseException):
+        log.error("cannot load the server", exc_info=serve)
+        os.write(wfd, f"the mount daemon failed; see {logpath}\n".encode())
+        return 1
+    code = _serve_reporting(serve.serve, req, wfd, logpath)
     if code == 0 and warnings.count == 0:
         try:
             os.unlink(logpath)
@@ -309,7 +233,7 @@ def _daemon(req: MountRequest, wfd: int) -> int:
     return code
 
 
-def _serve_reporting(req: MountRequest, wfd: int, logpath: str) -> int:
+def _serve_reporting(serve, req: MountRequest, wfd: int, logpath: str) -> int:
     """``serve``, telling the waiting command over ``wfd`` how the start went."""
     reported = False
 
