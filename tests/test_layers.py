@@ -36,6 +36,7 @@ RANKS: dict[str, float] = {
     "ignore": 3.3,  # .vfsignore rules, used by scan
     "scan": 3.5, "workspace": 3.5,
     "reach": 3.5,  # reachability walk shared by gc and fsck
+    "materialize": 3.7,  # writing a planned checkout into a tree (checkout's half)
     # operations, one verb each: they may not import one another
     "snapshot": 4, "checkout": 4, "diff": 4, "gc": 4, "fsck": 4, "status": 4,
     "runs": 4, "remote": 4,

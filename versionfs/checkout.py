@@ -20,17 +20,10 @@ stat cache keeps that fast) into a tree W, and a three-way walk over W, H and T
 rewrites whatever differs from T, discarding local changes. ``into`` writes T into
 an empty directory the same way, with no W.
 
-A file is written under a temporary name in its directory and renamed over: never
-a torn file. Large files whose whole-file blob is in objects/ are cloned (FICLONE:
-instant, copy-on-write, independent of the cache afterwards); other content is
-copied chunk by chunk and each chunk checked against its id (``CorruptObject``
-rather than wrong bytes); large files are preallocated and written by two threads. Clones are trusted: the blob was hashed when made and is
-read-only; ``vfs fsck --verify-data`` checks it. Nothing is ever linked into the
-cache. All writes go through directory fds opened with ``O_NOFOLLOW``, so a symlink
-in the workspace cannot redirect them outside it (names were validated when trees
-were decoded, and are again here). Modes (without set-id bits) and mtimes come from
-the commit; a directory's are set after its contents. Checked-out files are not
-fsynced (git does not either).
+The plan is carried out by ``materialize.Apply``: files are written under temporary
+names and renamed over (never torn), large objects cloned where the filesystem
+allows, other content copied chunk by chunk with every chunk verified, all through
+directory fds opened ``O_NOFOLLOW``. Nothing is ever linked into the cache.
 
 Stat cache: each written file gets an entry (stat after the rename → file id). The
 scanner's racy rule (no entry when mtime or ctime is within 100 ms of now) guards
@@ -44,38 +37,45 @@ Thread-safety: workspace checkouts hold the repository lock, one at a time.
 
 from __future__ import annotations
 
-import errno
-import itertools
 import os
-import shutil
 import stat
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .errors import (
-    Conflict, CorruptObject, NotADirectory, UsageError, VfsError, from_oserror,
+    Conflict,
+    CorruptObject,
+    NotADirectory,
+    UsageError,
+    from_oserror,
 )
 from .hashing import hash_bytes
-from .ignore import TMP_PREFIX
+from .materialize import (
+    DIRMETA,
+    META,
+    MKDIR,
+    RMDIR,
+    RMTREE,
+    UNLINK,
+    WRITE,
+    Apply,
+)
 from .model import Kind, ObjectId, TreeEntry, check_name
 from .repo import VFS_DIR, Repo
 from .scan import (
-    RACY_NS, FileJob, Ingestor, WorkTree, cache_key, cache_value, cached_file_id,
+    RACY_NS,
+    FileJob,
+    Ingestor,
+    WorkTree,
+    cache_key,
+    cache_value,
+    cached_file_id,
     scan_workspace,
 )
 
-# Mode bits a checkout restores: permissions and sticky, never set-user/group-id.
-MODE_MASK = 0o1777
 CONFLICTS_SHOWN = 10
-LARGE_WORKERS = 2  # threads writing large files (copying is I/O and GIL-free hashing)
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_ID = ObjectId(bytes(32))  # content not known or not versionable: equals nothing
-
-# plan operations
-WRITE, META, UNLINK, RMDIR, RMTREE, MKDIR, DIRMETA = range(7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +138,11 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory) -> Checko
             plan.dir("", h_root, t_root)
         plan.check()
         scanned = plan.scanned
-    apply = _Apply(repo, repo.workspace, plan, warn, progress_factory)
+    apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory)
     apply.run()
     head_name = _head_after(repo, rev, cid)
     _record(repo, scanned, apply, head_name)
-    return apply.result(cid, head_name, None)
+    return _result(apply, plan, cid, head_name, None)
 
 
 def _checkout_into(repo, cid, into, force, warn, progress_factory) -> CheckoutResult:
@@ -150,9 +150,9 @@ def _checkout_into(repo, cid, into, force, warn, progress_factory) -> CheckoutRe
     plan = _ExactPlan(repo, root, force)
     plan.dir("", None, None, repo.commit(cid).tree, probe=force)
     plan.check()
-    apply = _Apply(repo, root, plan, warn, progress_factory)
+    apply = Apply(repo, root, plan.actions, warn, progress_factory)
     apply.run()
-    return apply.result(cid, None, root)
+    return _result(apply, plan, cid, None, root)
 
 
 def _prepare_into(repo: Repo, into: str, force: bool) -> str:
@@ -188,7 +188,7 @@ def _head_after(repo: Repo, rev: str, cid: ObjectId) -> str:
     return cid.hex()
 
 
-def _record(repo: Repo, scanned: dict, apply: _Apply, head_name: str) -> None:
+def _record(repo: Repo, scanned: dict, apply: Apply, head_name: str) -> None:
     """One transaction: stat cache entries for what was hashed and what was written,
     none for what was removed, and HEAD moved last."""
     with repo.index.write() as txn:
@@ -493,290 +493,9 @@ def _conflict_message(paths: list[str]) -> str:
             "first ('vfs snapshot'), or use --force to discard them")
 
 
-# --------------------------------------------------------------------------
-# applying the plan
-
-
-class _Apply:
-    """Carries out a plan through directory fds; counts what it did.
-
-    Large files are written by ``LARGE_WORKERS`` threads while this thread goes on
-    with the rest; a directory's mode and mtime are set only once every file below
-    it is done.
-    """
-
-    def __init__(self, repo: Repo, root: str, plan: _Plan, warn, progress_factory):
-        self.repo = repo
-        self.plan = plan
-        self.warn = warn
-        self.fds = _DirFds(root)
-        self.threshold = repo.params.threshold
-        self.touched: set[bytes] = set()     # stat cache keys written over or removed
-        self.removed_trees: list[bytes] = []  # stat cache key prefixes of removed dirs
-        self.cache: dict[bytes, bytes] = {}   # new stat cache entries
-        self.kept: list[str] = []
-        self.counts = dict.fromkeys(("written", "updated", "removed", "dirs_created",
-                                     "dirs_removed", "bytes", "cloned"), 0)
-        self._names = itertools.count(1)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[str, TreeEntry, Future]] = []
-        self._where = ""  # the path being written, for error messages
-        total = sum(e.size for op, _, e in plan.actions if op == WRITE and e.kind is Kind.FILE)
-        self.progress = progress_factory(total) if progress_factory and total else None
-
-    def run(self) -> None:
-        try:
-            for op, rel, entry in self.plan.actions:
-                self._where = rel
-                self._do(op, rel, entry)
-            self._wait("")
-        except OSError as exc:
-            raise from_oserror(exc, f"checking out {self._where or '.'}") from None
-        except VfsError as exc:
-            raise _stopped(exc, self._where) from None
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-            self.fds.close()
-            if self.progress is not None and hasattr(self.progress, "close"):
-                self.progress.close()
-
-    def result(self, cid, head, into) -> CheckoutResult:
-        c = self.counts
-        return CheckoutResult(
-            cid, head, into, c["written"], c["updated"], c["removed"], c["dirs_created"],
-            c["dirs_removed"], c["bytes"], c["cloned"],
-            tuple(self.plan.conflicts) if self.plan.force else (), tuple(self.kept))
-
-    def _do(self, op: int, rel: str, e: TreeEntry | None) -> None:
-        if op == DIRMETA:
-            self._wait(rel)
-            fd = self.fds.get(rel)
-            os.fchmod(fd, e.mode & MODE_MASK)
-            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
-            return
-        parent, _, name = rel.rpartition("/")
-        dfd = self.fds.get(parent)
-        bname = _fs(name)
-        if op == WRITE:
-            self._write(dfd, bname, rel, e)
-        elif op == META:
-            self._meta(dfd, bname, e)
-            self.counts["updated"] += 1
-            self.touched.add(cache_key(rel))
-        elif op == UNLINK:
-            os.unlink(bname, dir_fd=dfd)
-            self.counts["removed"] += 1
-            self.touched.add(cache_key(rel))
-        elif op == MKDIR:
-            os.mkdir(bname, 0o700, dir_fd=dfd)
-            self.counts["dirs_created"] += 1
-        elif op == RMDIR:
-            self._rmdir(dfd, bname, rel)
-        elif op == RMTREE:
-            self.fds.drop(rel)
-            shutil.rmtree(bname, dir_fd=dfd)
-            self.removed_trees.append(cache_key(rel) + b"/")
-            self.counts["dirs_removed"] += 1
-
-    def _rmdir(self, dfd: int, bname: bytes, rel: str) -> None:
-        self.fds.drop(rel)
-        try:
-            os.rmdir(bname, dir_fd=dfd)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-            self.kept.append(rel)
-            self.warn(f"kept {rel}/: it holds untracked or ignored files")
-            return
-        self.counts["dirs_removed"] += 1
-
-    # -- files ----------------------------------------------------------------------
-    def _write(self, dfd: int, bname: bytes, rel: str, e: TreeEntry) -> None:
-        self.touched.add(cache_key(rel))
-        if e.kind is Kind.SYMLINK:
-            self._write_symlink(dfd, bname, e)
-            self.counts["written"] += 1
-        elif e.size >= self.threshold:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(LARGE_WORKERS, thread_name_prefix="vfs-co")
-            own = os.dup(dfd)  # the fd cache may close dfd before the worker is done
-            self._pending.append((rel, e, self._pool.submit(self._write_large, own, bname, e)))
-        else:
-            self._done(rel, e, *self._write_file(dfd, bname, e))
-
-    def _write_large(self, dfd: int, bname: bytes, e: TreeEntry):
-        try:
-            return self._write_file(dfd, bname, e)
-        finally:
-            os.close(dfd)
-
-    def _wait(self, rel: str) -> None:
-        """Finish the pending large files below directory ``rel`` ("" for all)."""
-        prefix = rel + "/" if rel else ""
-        keep = []
-        for item in self._pending:
-            if item[0].startswith(prefix):
-                self._where = item[0]  # errors are about this file
-                self._done(item[0], item[1], *item[2].result())
-            else:
-                keep.append(item)
-        self._pending = keep
-
-    def _done(self, rel: str, e: TreeEntry, st: os.stat_result, copied: int,
-              cloned: int) -> None:
-        self.counts["written"] += 1
-        self.counts["bytes"] += copied
-        self.counts["cloned"] += cloned
-        if st.st_mtime_ns < time.time_ns() - RACY_NS:
-            self.cache[cache_key(rel)] = cache_value(st, e.id)
-
-    def _make_tmp(self, make) -> tuple:
-        """A new temporary name made with ``make(name)``; skips leftovers."""
-        while True:
-            tmp = f"{TMP_PREFIX}{os.getpid()}-{next(self._names)}".encode()
-            try:
-                return tmp, make(tmp)
-            except FileExistsError:  # left by a crashed process with our pid
-                continue
-
-    def _write_symlink(self, dfd: int, bname: bytes, e: TreeEntry) -> None:
-        tmp, _ = self._make_tmp(lambda t: os.symlink(e.target, t, dir_fd=dfd))
-        try:
-            os.utime(tmp, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
-            os.rename(tmp, bname, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            _unlink_quietly(tmp, dfd)
-            raise
-
-    def _write_file(self, dfd: int, bname: bytes, e: TreeEntry):
-        """Write a file under a temporary name and rename it over ``bname``.
-
-        Returns its stat after the rename (which sets the ctime), the bytes copied
-        and the bytes cloned.
-        """
-        tmp, fd = self._make_tmp(lambda t: os.open(t, _CREATE, 0o600, dir_fd=dfd))
-        try:
-            try:
-                copied, cloned = self._fill(fd, e)
-                os.fchmod(fd, e.mode & MODE_MASK)
-                os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
-                os.rename(tmp, bname, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
-                _unlink_quietly(tmp, dfd)
-                raise
-            return os.fstat(fd), copied, cloned
-        finally:
-            os.close(fd)
-
-    def _fill(self, fd: int, e: TreeEntry) -> tuple[int, int]:
-        if e.size == 0:
-            return 0, 0
-        if e.size >= self.threshold:
-            if self.repo.store.clone_object(e.id, fd, e.size):
-                self._tick(e.size)
-                return 0, e.size
-            _preallocate(fd, e.size)
-        done = 0
-        for ref in self.repo.chunks(e):
-            data = self.repo.read_chunk(ref.id)
-            _write_all(fd, data)
-            done += len(data)
-            self._tick(len(data))
-        if done != e.size:
-            raise CorruptObject(f"file {e.id.short} has {done} bytes in its chunks but "
-                                f"its entry says {e.size}; run 'vfs fsck'")
-        return done, 0
-
-    def _meta(self, dfd: int, bname: bytes, e: TreeEntry) -> None:
-        if e.kind is Kind.SYMLINK:  # a symlink's own mode cannot be set on Linux
-            os.utime(bname, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
-            return
-        try:
-            fd = os.open(bname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=dfd)
-        except PermissionError:  # unreadable (mode 000): the planner saw a regular file
-            os.chmod(bname, e.mode & MODE_MASK, dir_fd=dfd)
-            os.utime(bname, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dfd, follow_symlinks=False)
-            return
-        try:
-            os.fchmod(fd, e.mode & MODE_MASK)
-            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
-        finally:
-            os.close(fd)
-
-    def _tick(self, n: int) -> None:
-        if self.progress is not None:
-            self.progress(n)
-
-
-class _DirFds:
-    """Open directory fds along the current path (plans are depth first).
-
-    Each directory below the root is opened relative to its parent with
-    ``O_NOFOLLOW``, so nothing a checkout does can land outside the root.
-    """
-
-    def __init__(self, root: str):
-        self.fds = {"": os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)}
-        self.root_user = os.geteuid() == 0
-
-    def get(self, rel: str) -> int:
-        fd = self.fds.get(rel)
-        if fd is not None:
-            return fd
-        for key in [k for k in self.fds if k and not rel.startswith(k + "/")]:
-            os.close(self.fds.pop(key))
-        parent, _, name = rel.rpartition("/")
-        pfd = self.get(parent)
-        fd = os.open(_fs(name), _OPEN_DIR, dir_fd=pfd)
-        self.fds[rel] = fd
-        if not self.root_user:  # make room to write; the plan's DIRMETA restores the mode
-            mode = os.fstat(fd).st_mode
-            if mode & 0o700 != 0o700:
-                os.fchmod(fd, stat.S_IMODE(mode) | 0o700)
-        return fd
-
-    def drop(self, rel: str) -> None:
-        for key in [k for k in self.fds if k == rel or k.startswith(rel + "/")]:
-            os.close(self.fds.pop(key))
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-
-
-def _fs(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
-
-
-def _preallocate(fd: int, size: int) -> None:
-    """Reserve a large file's blocks up front: on ext4 this makes the copy and the
-    rename over the old file (which flushes delayed allocations) several times
-    faster, and a full disk fails here, before any copying."""
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _unlink_quietly(name: bytes, dfd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dfd)
-    except OSError:
-        pass
-
-
-def _stopped(exc: VfsError, rel: str) -> VfsError:
-    """The same error, saying which path the checkout was writing."""
-    new = type(exc)(f"{exc.message} (while checking out {rel or '.'})")
-    new.errno = exc.errno
-    return new
+def _result(apply: Apply, plan, cid, head, into) -> CheckoutResult:
+    c = apply.counts
+    return CheckoutResult(
+        cid, head, into, c["written"], c["updated"], c["removed"], c["dirs_created"],
+        c["dirs_removed"], c["bytes"], c["cloned"],
+        tuple(plan.conflicts) if plan.force else (), tuple(apply.kept))
