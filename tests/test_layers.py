@@ -34,6 +34,7 @@ RANKS: dict[str, float] = {
     "repo": 3,
     # helpers that several operations share sit just below them
     "ignore": 3.3,  # .vfsignore rules, used by scan
+    "ingest": 3.4,  # reading files for the scanner: ids, chunks, clones
     "scan": 3.5, "workspace": 3.5,
     "reach": 3.5,  # reachability walk shared by gc and fsck
     "materialize": 3.7,  # writing a planned checkout into a tree (checkout's half)
