@@ -24,3 +24,8 @@ def short_summary(changes) -> dict:
     """Counts of a ``DiffResult``, for one-line summaries and JSON."""
     return {"added": len(changes.added), "modified": len(changes.modified),
             "removed": len(changes.removed), "renamed": len(changes.renamed)}
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

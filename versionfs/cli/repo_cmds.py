@@ -14,7 +14,7 @@ import click
 from ..errors import IsADirectory, UsageError
 from ..model import Kind
 from .base import cli, emit_json, info, open_repo, progress_factory, warn
-from .format import fmt_bytes, fmt_time, short_summary
+from .format import fmt_bytes, fmt_time, plural, short_summary
 
 
 @cli.command()
@@ -83,8 +83,8 @@ def snapshot_cmd(ctx, paths, message, tag, allow_empty, as_json) -> None:
         what = f"{s['added']} added, {s['modified']} modified, {s['removed']} removed" + (
             f", {s['renamed']} renamed" if s["renamed"] else "")
     else:
-        what = f"{res.files} files"
-    click.echo(f"{what}; read {fmt_bytes(res.bytes_read)} in {res.files_read} files, "
+        what = plural(res.files, "file")
+    click.echo(f"{what}; read {fmt_bytes(res.bytes_read)} in {plural(res.files_read, 'file')}, "
                f"stored {fmt_bytes(res.bytes_stored)} new, {elapsed:.2f} s"
                + (f"; tagged {tag}" if tag else ""), err=True)
 
