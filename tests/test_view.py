@@ -319,7 +319,8 @@ def test_verify_off_reads_exact_ranges_without_hashing(ws):
     for off, size in cases:
         assert bytes(view.read(fh, off, size)) == want[off: off + size], (off, size)
     assert view.chunks.loads == 0  # nothing was loaded whole, nothing hashed
-    assert view.read(fh, 0, 10, block=False) is None  # nothing is cached either
+    assert view.read(fh, 0, 10, load=False, pread=False) is None  # nothing is cached
+    assert bytes(view.read(fh, 0, 10, load=False)) == want[:10]  # a range needs no load
 
 
 def test_verify_off_returns_damaged_bytes_and_chunk_refuses_them(ws):

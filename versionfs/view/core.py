@@ -365,14 +365,16 @@ class View:
                 if content.opens <= 0:
                     del self._open[fh]
 
-    def read(self, fh: int, offset: int, size: int, *, block: bool = True):
+    def read(self, fh: int, offset: int, size: int, *, load: bool = True,
+             pread: bool = True):
         """Up to ``size`` bytes at ``offset`` (fewer at the end, ``b""`` past it).
 
         Returns bytes or a memoryview of a cached chunk. Unless the view was made
         with ``verify="off"``, every byte comes from a chunk that matched its id
         (now, or earlier through the same blob range: see ``ChunkCache``).
-        With ``block=False`` it returns None instead of reading anything that is
-        not cached yet, so a caller can answer cached reads without a thread.
+        ``load=False``: return None rather than load (read and hash) a whole chunk;
+        ``pread=False`` too: None rather than read anything not cached. So a caller
+        can answer cached reads, and small ranges, without a thread.
         """
         with self._lock:
             c = self._open.get(fh)
@@ -390,10 +392,13 @@ class View:
             data = cache.peek(ref)
             if data is not None:
                 parts.append(memoryview(data)[pos - start: stop])
-            elif not block:
+            elif not pread and not load:
                 return None
             else:
-                part = cache.read_range(ref, pos - start, stop - (pos - start))
+                part = cache.read_range(ref, pos - start, stop - (pos - start)) \
+                    if pread else None
+                if part is None and not load:
+                    return None
                 parts.append(part if part is not None else
                              memoryview(cache.get(ref))[pos - start: stop])
             pos = start + stop
