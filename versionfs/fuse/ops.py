@@ -3,9 +3,10 @@
 Nothing here decides what the filesystem contains; ``view`` does. Every handler is
 wrapped once: a ``VfsError`` becomes ``FUSEError(its errno)``; any other exception is
 logged with its traceback and answered with EIO, so one bug never takes the mount
-down. Every write-type request answers EROFS. Reads (pread and BLAKE3 of cold
-chunks) run on worker threads under a ``CapacityLimiter``; metadata requests are
-answered on the trio thread (they touch only memory and short LMDB reads).
+down. Every write-type request answers EROFS. Loading whole chunks (pread and
+BLAKE3) and large unhashed reads run on worker threads under a ``CapacityLimiter``;
+cached chunks, small ranges that need no hashing and metadata requests are
+answered on the trio thread (memory, short LMDB reads, one small pread).
 
 Thread-safety: one instance serves one mount, on that mount's trio loop.
 """

@@ -16,6 +16,8 @@ Reads map an offset to a chunk by bisecting cumulative offsets, load whole chunk
 check each against its BLAKE3 id (a damaged chunk raises ``CorruptObject``: EIO), and
 keep verified chunks in a small LRU so sequential small reads never re-read or
 re-hash; sequential readers get the next chunks loaded ahead on background threads.
+Where a verified chunk lies is remembered, so a later read of it re-reads just its
+range. ``verify="off"`` skips all of that: every read is one pread of its range.
 
 Thread-safety: every method may be called from any thread. Inode tables sit behind
 one lock; ``read`` takes it only briefly, so many reads run at once.
