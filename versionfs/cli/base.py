@@ -7,12 +7,14 @@ import sys
 
 import click
 
+from .. import __version__
+
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "repo_path", default=".", metavar="PATH",
               help="Run as if started in PATH (a workspace or a bare repository).")
-@click.version_option(package_name="versionfs")
+@click.version_option(version=__version__, prog_name="versionfs")
 @click.pass_context
 def cli(ctx: click.Context, repo_path: str) -> None:
     """versionfs: version datasets like git versions code, and serve any version
