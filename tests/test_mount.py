@@ -122,6 +122,20 @@ def _cleanup(mp: Path, pid: int | None) -> bool:
     return stale
 
 
+def _processes_running(args: list[str]) -> list[int]:
+    """Pids of processes whose command line holds ``args`` in a row."""
+    want = b"\0".join(map(os.fsencode, args)) + b"\0"
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if want in f.read():
+                    found.append(int(pid))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
 @pytest.fixture
 def mounter(cli, tmp_path):
     """``mount(spec, *options) -> mountpoint``; all undone at the end, always."""
@@ -500,6 +514,8 @@ def test_mount_failures_have_one_clear_line(ds, mounter, cli, tmp_path):
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and text in lines[0], res.stderr
         assert mounts.find_mount(str(empty)) is None
+        # the daemon forked before the checks is gone too (the command reaps it)
+        assert not _processes_running(["mount", *map(str, args)]), args
 
     fails(f"{ds.ws}@v1", tmp_path / "missing", code=12, text="does not exist")
     fails(f"{ds.ws}@v1", ds.ws, code=12, text="is not empty")
