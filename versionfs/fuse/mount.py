@@ -192,15 +192,7 @@ def _read_reply(pipe, pid: int, logpath: str) -> str:
 def _daemon(req_fd: int, wfd: int) -> int:
     """The forked daemon: detach, import the server, read the request, log to the
     mountpoint's log file, serve. End-of-file instead of a request: exit 0."""
-    os.setsid()
-    os.chdir("/")  # hold no directory busy
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # the command's caller may wait for its pipes to close
-        os.dup2(null, fd)
-    keep = sorted((req_fd, wfd))
-    os.closerange(3, keep[0])
-    os.closerange(keep[0] + 1, keep[1])
-    os.closerange(keep[1] + 1, 1 << 16)
+    _detach(keep=(req_fd, wfd))
     try:
         from . import serve
     except BaseException as exc:  # reported once there is someone to tell
@@ -210,15 +202,7 @@ def _daemon(req_fd: int, wfd: int) -> int:
     if not line:
         return 0
     req = MountRequest(**json.loads(line))
-    logpath = mounts.state_base(req.mountpoint) + ".log"
-    try:
-        os.makedirs(mounts.state_dir(), mode=0o700, exist_ok=True)
-        out = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        for fd in (1, 2):
-            os.dup2(out, fd)
-        os.close(out)
-    except OSError:
-        pass
+    logpath = _log_to_file(req.mountpoint)
     warnings = _setup_logging(req.debug)
     if isinstance(serve, BaseException):
         log.error("cannot load the server", exc_info=serve)
@@ -231,6 +215,35 @@ def _daemon(req_fd: int, wfd: int) -> int:
         except OSError:
             pass
     return code
+
+
+def _detach(keep: tuple[int, ...]) -> None:
+    """A session of its own, no directory held busy, stdio on /dev/null (the
+    command's caller may be waiting for its pipes to close), no other fds."""
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def _log_to_file(mountpoint: str) -> str:
+    """Point stdout and stderr at the mountpoint's (fresh) log; returns its path."""
+    logpath = mounts.state_base(mountpoint) + ".log"
+    try:
+        os.makedirs(mounts.state_dir(), mode=0o700, exist_ok=True)
+        out = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        return logpath
+    for fd in (1, 2):
+        os.dup2(out, fd)
+    os.close(out)
+    return logpath
 
 
 def _serve_reporting(serve, req: MountRequest, wfd: int, logpath: str) -> int:
