@@ -411,7 +411,7 @@ def test_large_file_modified_in_the_middle(cli, storage, request):
     assert e1.id != e2.id
     assert len(repo.chunks(e2)) > 4  # cut into chunks, not stored as one
     new_chunks = {c.id for c in repo.chunks(e2)} - {c.id for c in repo.chunks(e1)}
-    assert 1 <= len(new_chunks) <= 3
+    assert len(new_chunks) in (1, 2, 3)
     if kind == "ext4":
         # only the chunks around the change are stored again
         assert second.bytes_stored < 8 * MiB
