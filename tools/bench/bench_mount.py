@@ -26,6 +26,7 @@ Usage: python tools/bench/bench_mount.py [--dir D] [--big-mib N] [--files N]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -212,7 +213,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--small", action="store_true",
                     help="quick run: 128 MiB, 2,000 files, 10,000 and 50,000-file commits")
-    ap.add_argument("--keep", action="store_true", help="keep the datasets for next time")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the datasets (several GB) for next time; by default "
+                         "everything made under --dir is deleted at the end")
     ap.add_argument("--only", action="append", choices=("reads", "walks", "mount", "rss"),
                     help="run only these parts (repeatable)")
     a = ap.parse_args()
@@ -237,9 +240,21 @@ def main() -> None:
                 rows += part()
     finally:
         if not a.keep:
-            for name in ("wide", "walk"):
-                shutil.rmtree(os.path.join(a.dir, name), ignore_errors=True)
+            _remove_datasets(a.dir)
     print_rows(rows)
+
+
+def _remove_datasets(top: str) -> None:
+    """Delete what this benchmark made under ``top`` (and ``top`` once empty);
+    mountpoints are only removed when empty, so a live mount is never touched."""
+    for name in ("big", "tree", "wide", "walk", "pycache"):
+        shutil.rmtree(os.path.join(top, name), ignore_errors=True)
+    for name in os.listdir(top):
+        if name.startswith("mnt"):
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(top, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(top)
 
 
 def bench_reads(a, ws: str) -> list:
