@@ -65,6 +65,7 @@ class ScanStats:
     files_read: int = 0
     bytes_read: int = 0
     bytes_stored: int = 0
+    tree_bytes: int = 0   # sizes of the files and links in the trees built (full scans)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -87,6 +88,7 @@ class WorkTree:
         self.statcache: dict[bytes, bytes] = {}   # rel path -> encoded stat record
         self.seen_paths: set[bytes] = set()
         self.stale: list[bytes] = []              # cache entries of vanished paths
+        self.ingestor: Ingestor | None = None     # what read the files (scan_workspace)
         self.stats = ScanStats()
 
     def tree(self, tid: bytes) -> Tree:

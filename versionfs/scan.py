@@ -211,6 +211,8 @@ class Scanner:
             else:
                 row = [_fs_name(name), 3, stat.S_IMODE(st.st_mode), len(payload),
                        st.st_mtime_ns, hash_bytes(payload), payload]
+            if kind is not Kind.DIR:
+                self.work.stats.tree_bytes += row[3]
             rows.append(row)
         rows.sort(key=_first)
         enc = encode_tree_rows(rows)
@@ -269,7 +271,6 @@ def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None =
         root = scanner.build(roots[""])
     work.root = root.id
     work.root_entry = root
-    work.partial = bool(paths)
     return work
 
 

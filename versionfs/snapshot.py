@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .model import Commit, ObjectId, commit_id, encode_commit
+from .model import Commit, Kind, ObjectId, commit_id, encode_commit
 from .repo import Repo
 from .scan import WorkTree, scan_workspace
 
@@ -94,7 +94,7 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
                 tree=work.root, parents=(parent,) if parent else (), time_ns=time.time_ns(),
                 author=author or default_author(), message=message,
                 run=ObjectId(run) if run else None,
-                stats={"files": work.stats.files, "bytes": _tree_bytes(work)},
+                stats=dict(zip(("files", "bytes"), _totals(work, partial=bool(paths)))),
             )
             enc = encode_commit(commit)
             cid = commit_id(enc)
@@ -105,16 +105,21 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
                           s.bytes_stored, tuple(s.skipped), tag)
 
 
-def _tree_bytes(work: WorkTree) -> int:
-    total = 0
+def _totals(work: WorkTree, *, partial: bool) -> tuple[int, int]:
+    """(files, bytes) of the snapshot's tree: counted by the scan for a full one; a
+    partial one grafts onto HEAD, so its whole tree is walked."""
+    if not partial:
+        return work.stats.files, work.stats.tree_bytes
+    files = size = 0
     stack = [work.root]
     while stack:
         for e in work.tree(stack.pop()).entries:
             if e.is_dir:
                 stack.append(e.id)
             else:
-                total += e.size
-    return total
+                files += e.kind is Kind.FILE
+                size += e.size
+    return files, size
 
 
 def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool) -> None:

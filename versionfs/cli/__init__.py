@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ..errors import VfsError
+from ..errors import VfsError, from_oserror
 from .base import cli
 
 
@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        # The filesystem refused something no command wrapped (a full disk under
+        # stdout, say): one line, like every other error, not a traceback.
+        err = from_oserror(exc, f"writing {exc.filename}" if exc.filename else "running the command")
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
 
 
 def _prog_name() -> str:

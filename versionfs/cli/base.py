@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -76,3 +77,25 @@ def progress_factory(what: str):
         return _Progress()
 
     return factory
+
+
+def workspace_path(repo, path: str) -> str:
+    """A PATH argument as a workspace-relative path.
+
+    An absolute path, or any path given from inside the workspace, names what it
+    names on disk and must lie in the workspace; from outside (e.g. with ``-C``) a
+    relative path is taken from the workspace root.
+    """
+    from ..errors import UsageError
+    from ..repo import normalize_path
+    ws = repo.workspace
+    if ws is None:
+        return normalize_path(path)
+    ws = os.path.abspath(ws)
+    cwd = os.getcwd()
+    if os.path.isabs(path) or cwd == ws or cwd.startswith(ws + os.sep):
+        full = os.path.normpath(os.path.join(cwd, path))
+        if full != ws and not full.startswith(ws + os.sep):
+            raise UsageError(f"{path} is outside the workspace {ws}")
+        return normalize_path(os.path.relpath(full, ws))
+    return normalize_path(path)

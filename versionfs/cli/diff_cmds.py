@@ -9,8 +9,8 @@ import click
 
 from ..errors import UnknownRevision, UsageError
 from ..model import Kind
-from ..repo import Repo, normalize_path
-from .base import cli, emit_json, open_repo, progress_factory, warn
+from ..repo import Repo
+from .base import cli, emit_json, open_repo, progress_factory, warn, workspace_path
 from .format import fmt_bytes
 
 if TYPE_CHECKING:
@@ -68,21 +68,7 @@ def _split_args(repo: Repo, args) -> tuple[str, str | None, list[str]]:
             b = rest.pop(0)
         except UnknownRevision:
             pass
-    return a, b, [_rel_path(repo, p) for p in rest]
-
-
-def _rel_path(repo: Repo, path: str) -> str:
-    """A PATH argument as a repository-relative path."""
-    ws = repo.workspace
-    if ws is not None:
-        cwd = os.getcwd()
-        ws = os.path.abspath(ws)
-        if cwd == ws or cwd.startswith(ws + os.sep):
-            full = os.path.normpath(os.path.join(cwd, path))
-            if full != ws and not full.startswith(ws + os.sep):
-                raise UsageError(f"{path} is outside the workspace {ws}")
-            return normalize_path(os.path.relpath(full, ws))
-    return normalize_path(path)
+    return a, b, [workspace_path(repo, p) for p in rest]
 
 
 def _workspace(repo: Repo, paths: list[str]):

@@ -13,7 +13,9 @@ import click
 
 from ..errors import IsADirectory, UsageError
 from ..model import Kind
-from .base import cli, emit_json, info, open_repo, progress_factory, warn
+from .base import (
+    cli, emit_json, info, open_repo, progress_factory, warn, workspace_path,
+)
 from .format import fmt_bytes, fmt_time, plural, short_summary
 
 
@@ -55,7 +57,9 @@ def snapshot_cmd(ctx, paths, message, tag, allow_empty, as_json) -> None:
     from ..snapshot import snapshot
     repo = open_repo(ctx)
     t0 = time.monotonic()
-    rel_paths = [_workspace_rel(repo, p) for p in paths] or None
+    if paths and repo.workspace is None:
+        raise UsageError("a bare repository has no workspace to snapshot")
+    rel_paths = [workspace_path(repo, p) for p in paths] or None
     res = snapshot(repo, rel_paths, message=message, tag=tag, allow_empty=allow_empty,
                    warn=warn, progress_factory=progress_factory("snapshot"), on_wait=info)
     elapsed = time.monotonic() - t0
@@ -87,16 +91,6 @@ def snapshot_cmd(ctx, paths, message, tag, allow_empty, as_json) -> None:
     click.echo(f"{what}; read {fmt_bytes(res.bytes_read)} in {plural(res.files_read, 'file')}, "
                f"stored {fmt_bytes(res.bytes_stored)} new, {elapsed:.2f} s"
                + (f"; tagged {tag}" if tag else ""), err=True)
-
-
-def _workspace_rel(repo, path: str) -> str:
-    if repo.workspace is None:
-        raise UsageError("a bare repository has no workspace to snapshot")
-    full = os.path.abspath(path)
-    ws = os.path.abspath(repo.workspace)
-    if full != ws and not full.startswith(ws + os.sep):
-        raise UsageError(f"{path} is outside the workspace {ws}")
-    return os.path.relpath(full, ws) if full != ws else ""
 
 
 @cli.command()
