@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 
-from versionfs.chunking import ChunkParams
-from versionfs.model import BlobKind, Kind, ObjectId, decode_statcache
-from versionfs.repo import Repo
-from versionfs.snapshot import snapshot
+from versionfs.records.chunking import ChunkParams
+from versionfs.records.model import BlobKind, Kind, ObjectId, decode_statcache
+from versionfs.repo.repository import Repo
+from versionfs.ops.snapshot import snapshot
 
 # Files of 64 KiB and more are cut into chunks of 4-64 KiB (16 KiB on average).
 SMALL = ChunkParams(threshold=64 << 10, min_size=4 << 10, avg_size=16 << 10,

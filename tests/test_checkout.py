@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from versionfs.checkout import checkout
-from versionfs.chunking import ChunkParams
+from versionfs.ops.checkout import checkout
+from versionfs.records.chunking import ChunkParams
 from versionfs.errors import Conflict, CorruptObject, StorageFull, UnknownRevision, UsageError
-from versionfs.model import BlobKind, decode_statcache, stat_bytes
-from versionfs.repo import Repo
-from versionfs.scan import cache_key, scan_workspace
-from versionfs.snapshot import snapshot
+from versionfs.records.model import BlobKind, decode_statcache, stat_bytes
+from versionfs.repo.repository import Repo
+from versionfs.workspace.scan import cache_key, scan_workspace
+from versionfs.ops.snapshot import snapshot
 
 # Files of 64 KiB and more are cut into chunks (4-64 KiB), so "large" stays small.
 PARAMS = ChunkParams(threshold=64 << 10, min_size=4 << 10, avg_size=16 << 10,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from versionfs import chunking
+from versionfs.records import chunking
 
 MIB = 1 << 20
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from versionfs.api import Repo
-from versionfs.model import Commit, commit_id, encode_commit
+from versionfs.records.model import Commit, commit_id, encode_commit
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 COMMANDS = {"init", "snapshot", "status", "log", "show", "ls", "cat", "tag", "branch",

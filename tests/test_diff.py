@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import pytest
 
 from repo_helpers import make_repo, snap, write
-from versionfs.diff import EMPTY_TREE, ChangeKind, DiffStats, diff_trees, to_json
-from versionfs.hashing import hash_bytes
-from versionfs.model import (
+from versionfs.ops.diff import EMPTY_TREE, ChangeKind, DiffStats, diff_trees, to_json
+from versionfs.records.hashing import hash_bytes
+from versionfs.records.model import (
     ChunkRef, Commit, FileRecord, commit_id, encode_commit, Kind, ObjectId, TreeEntry, encode_file, encode_tree, file_id,
     make_tree, tree_id,
 )
-from versionfs.repo import Repo
-from versionfs.scan import scan_workspace
+from versionfs.repo.repository import Repo
+from versionfs.workspace.scan import scan_workspace
 
 # -- an in-memory source ----------------------------------------------------------------
 

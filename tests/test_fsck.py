@@ -8,12 +8,12 @@ import os
 import msgpack
 
 from repo_helpers import blob_files, flip_byte, make_repo, set_ref, snap, write
-from versionfs.fsck import fsck
-from versionfs.model import (
+from versionfs.ops.fsck import fsck
+from versionfs.records.model import (
     BlobKind, ChunkLoc, Commit, Kind, ObjectId, commit_id, encode_commit, encode_tree,
     make_tree, tree_id, TreeEntry,
 )
-from versionfs.repo import Repo
+from versionfs.repo.repository import Repo
 
 
 def _repo(ws):

@@ -14,11 +14,11 @@ from repo_helpers import (
     blob_files, flip_byte, make_repo, read_commit, set_ref, snap, statcache, write,
 )
 from versionfs.errors import CorruptObject
-from versionfs.fsck import fsck
-from versionfs.gc import gc, run_roots
-from versionfs.model import BlobKind
-from versionfs.objects import PackWriter, ObjectStore
-from versionfs.repo import Repo
+from versionfs.ops.fsck import fsck
+from versionfs.ops.gc import gc, run_roots
+from versionfs.records.model import BlobKind
+from versionfs.store.blobs import PackWriter, ObjectStore
+from versionfs.repo.repository import Repo
 
 
 def _history(ws):
@@ -171,7 +171,7 @@ def test_sparse_packs_are_rewritten(ext4_dir):
 
 def _drop_history(repo, cid):
     """Make ``cid`` the only commit on main by re-recording it without parents."""
-    from versionfs.model import Commit, commit_id, encode_commit
+    from versionfs.records.model import Commit, commit_id, encode_commit
     c = repo.commit(cid)
     root = Commit(c.tree, (), c.time_ns, c.author, c.message)
     enc = encode_commit(root)
@@ -310,7 +310,7 @@ def test_commits_passed_in_keep_are_roots(ext4_dir):
 
 
 def test_cli_gc_keeps_commits_served_by_mounts(ext4_dir, monkeypatch):
-    mounts = pytest.importorskip("versionfs.fuse.mounts")
+    mounts = pytest.importorskip("versionfs.repo.mounts")
     from versionfs.cli import maint_cmds
     repo, v1, v2, v3 = _history(ext4_dir / "ws")
     state = mounts.MountState("/mnt/x", str(ext4_dir / "ws"), v3.hex(), v3.hex(), 1, "")

@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from versionfs import Repo, chunking
-from versionfs.hashing import hash_bytes
-from versionfs.objects import extents, shared_ranges
+from versionfs import Repo
+from versionfs.records import chunking
+from versionfs.records.hashing import hash_bytes
+from versionfs.store.blobs import extents, shared_ranges
 
 MIB = 1 << 20
 

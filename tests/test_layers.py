@@ -1,17 +1,21 @@
-"""Imports flow one way, as drawn in DESIGN.md; third-party back ends stay in one place.
+"""Imports flow one way, as drawn in docs/design.md; third-party back ends stay in one place.
 
 Every module under ``versionfs/`` is parsed (never imported) and each ``import`` and
 ``from ... import`` in it, at any depth (functions, ``TYPE_CHECKING`` blocks), is
 checked against two kinds of rule:
 
-* third-party confinement: only ``index`` imports lmdb, only ``hashing`` imports
-  blake3, only ``fuse/`` imports pyfuse3, only ``remote*`` imports fsspec;
+* third-party confinement: only ``store.index`` imports lmdb, only ``records.hashing``
+  imports blake3, only ``fuse/`` imports pyfuse3, only ``remote/`` and ``fsspec/``
+  import fsspec;
 * layering: a module may import only versionfs modules of a strictly lower rank
-  (``RANKS``). Modules of one subpackage (``fuse/``, ``cli/``) may import each other.
-  ``versionfs/__init__.py`` is exempt: it re-exports the public API.
+  (``RANKS``). Ranks are given per dotted module name, so the rule holds *inside* a
+  sub-package too: ``store.local`` may use ``store.blobs`` but not the reverse, and
+  two verbs of ``ops/`` may not import each other. A package's ``__init__`` has the
+  package's own name (``view``) and usually the highest rank of its folder, since it
+  re-exports from it. ``versionfs/__init__.py`` is exempt: it re-exports the public API.
 
-A new module gets ``DEFAULT_RANK`` (an operation module) until it is added to
-``RANKS``; to change the layering, change ``RANKS`` and say why in docs/design.md.
+Every module must have a rank: a new one fails ``test_every_module_has_a_rank`` until
+it is added here, and a change of the layering is said in docs/design.md.
 """
 
 from __future__ import annotations
@@ -25,40 +29,56 @@ import pytest
 PACKAGE = "versionfs"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 
-# Bottom to top. Keys are module names relative to the package; a subpackage's rank
-# covers every module inside it.
+# Bottom to top; keys are dotted module names relative to the package ("" is
+# versionfs/__init__.py as an import target). Equal ranks may not import each other.
 RANKS: dict[str, float] = {
-    "errors": 0, "hashing": 0,
-    "model": 1, "chunking": 1,
-    "index": 2, "objects": 2,
-    "repo": 3,
-    # helpers that several operations share sit just below them
-    "ignore": 3.3,  # .vfsignore rules, used by scan
-    "ingest": 3.4,  # reading files for the scanner: ids, chunks, clones
-    "scan": 3.5, "workspace": 3.5,
-    "reach": 3.5,  # reachability walk shared by gc and fsck
-    "materialize": 3.7,  # writing a planned checkout into a tree (checkout's half)
-    # operations, one verb each: they may not import one another
-    "snapshot": 4, "checkout": 4, "diff": 4, "gc": 4, "fsck": 4, "status": 4,
-    "runs": 4, "remote": 4,
-    "api": 4.5,  # versionfs.Repo: repo.Repo plus one method per operation
-    "view": 5,
-    "fuse": 6,
-    # the public API facade (versionfs/__init__.py) as an import target: only the
-    # CLI and __main__ may lean on it; library code imports the defining module.
+    "errors": 0,
+    # records/: ids, canonical records, chunk boundaries
+    "records": 1, "records.hashing": 1, "records.model": 1.1, "records.chunking": 1.1,
+    "records.runs": 1.1,
+    # store/: where bytes and records live, behind one interface
+    "store": 2, "store.interface": 2, "store.index": 2.1, "store.blobs": 2.1,
+    "store.local": 2.2, "store.reader": 2.3,
+    # repo/: an open repository, its refs and revisions, the machine's live mounts
+    "repo": 3, "repo.mounts": 3, "repo.refs": 3.05, "repo.revisions": 3.1,
+    "repo.repository": 3.2,
+    # workspace/: the user's directory: ignore rules, reading files, scanning, writing
+    "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
+    "workspace.scan": 3.5, "workspace.materialize": 3.6,
+    # ops/: the verbs, one module each (equal rank: they may not import one another),
+    # above the helpers they share
+    "ops": 3.8, "ops.reach": 3.8, "ops.roots": 3.9,
+    "ops.snapshot": 4, "ops.checkout": 4, "ops.diff": 4, "ops.gc": 4, "ops.fsck": 4,
+    "ops.refs": 4,
+    "api": 4.5,  # versionfs.Repo: repo.Repository plus one method per operation
+    # view/: the FUSE-free picture of commits
+    "view.records": 5, "view.tables": 5.1, "view.chunks": 5.1, "view.core": 5.2,
+    "view": 5.3,
+    # fuse/: the pyfuse3 adapter and the mount's life
+    "fuse": 6, "fuse.request": 6, "fuse.ops": 6, "fuse.serve": 6.1, "fuse.mount": 6.2,
+    # the public API facade as an import target: only the CLI may lean on it
     "": 6.5,
-    "cli": 7,
+    # cli/: formatting, the click group, one module per command family, the entry
+    "cli.format": 7, "cli.base": 7.1,
+    "cli.repo_cmds": 7.2, "cli.maint_cmds": 7.2, "cli.diff_cmds": 7.2,
+    "cli.checkout_cmds": 7.2, "cli.mount_cmds": 7.2,
+    "cli.commands": 7.3, "cli": 7.4,
     "__main__": 8,
 }
-DEFAULT_RANK = 4
 EXEMPT = {""}  # versionfs/__init__.py re-exports the public API
 
-# third-party top-level module -> predicate on the importing module's relative name
+
+def _top(rel: str) -> str:
+    return rel.split(".")[0]
+
+
+# third-party top-level module -> (where it may be imported, predicate on importer)
 CONFINED = {
-    "lmdb": ("versionfs/index.py", lambda rel: rel == "index"),
-    "blake3": ("versionfs/hashing.py", lambda rel: rel == "hashing"),
-    "pyfuse3": ("versionfs/fuse/", lambda rel: rel.split(".")[0] == "fuse"),
-    "fsspec": ("versionfs/remote*.py", lambda rel: rel.split(".")[0].startswith("remote")),
+    "lmdb": ("versionfs/store/index.py", lambda rel: rel == "store.index"),
+    "blake3": ("versionfs/records/hashing.py", lambda rel: rel == "records.hashing"),
+    "pyfuse3": ("versionfs/fuse/", lambda rel: _top(rel) == "fuse"),
+    "fsspec": ("versionfs/remote/ and versionfs/fsspec/",
+               lambda rel: _top(rel) in ("remote", "fsspec")),
 }
 
 
@@ -162,15 +182,22 @@ def _imports_of(path: Path) -> list[Import]:
 ALL_IMPORTS = [imp for path in MODULES.values() for imp in _imports_of(path)]
 
 
-def rank_of(rel: str) -> float:
-    if rel in RANKS:
-        return RANKS[rel]
-    return RANKS.get(rel.split(".")[0], DEFAULT_RANK)
+def rank_of(rel: str) -> float | None:
+    """The rank of a module or package (its ``__init__``); None when unranked."""
+    return RANKS.get(rel)
 
 
 def test_the_package_was_found():
-    for core in ("errors", "hashing", "model", "index", "objects", "repo"):
-        assert core in MODULES, f"versionfs/{core}.py not found under {PACKAGE_DIR}"
+    for core in ("errors", "records.hashing", "records.model", "store.index",
+                 "store.blobs", "repo.repository"):
+        assert core in MODULES, f"versionfs.{core} not found under {PACKAGE_DIR}"
+
+
+def test_every_module_has_a_rank():
+    missing = sorted(rel for rel in MODULES if rel and rel not in RANKS)
+    assert not missing, ("modules without a rank in RANKS (tests/test_layers.py); add "
+                         "each where it belongs and say why in docs/design.md: "
+                         + ", ".join(missing))
 
 
 @pytest.mark.parametrize("library", sorted(CONFINED))
@@ -182,26 +209,21 @@ def test_third_party_library_is_confined(library):
     assert not bad, "\n".join(bad)
 
 
-def _same_subpackage(a: str, b: str) -> bool:
-    if "." not in a and "." not in b:
-        return False
-    top_a, top_b = a.split(".")[0], b.split(".")[0]
-    return top_a == top_b and (top_a != a or top_b != b)
-
-
 def _layer_violation(imp: Import) -> str | None:
     target = _internal(imp.target)
     if target is None or imp.module in EXEMPT:
         return None
-    if _same_subpackage(imp.module, target):
-        return None
     here, there = rank_of(imp.module), rank_of(target)
+    src = _absolute(imp.module)
+    if here is None or there is None:
+        which = imp.module if here is None else target
+        return (f"{imp.where()}: {src} imports {imp.target}, but versionfs.{which} has "
+                f"no rank in RANKS (tests/test_layers.py)")
     if there < here:
         return None
-    src = _absolute(imp.module)
     return (f"{imp.where()}: {src} (rank {here:g}) imports {imp.target} (rank {there:g}); "
             f"imports must go to a strictly lower layer (see RANKS in tests/test_layers.py "
-            f"and the layer drawing in DESIGN.md)")
+            f"and the layer drawing in docs/design.md)")
 
 
 def test_imports_only_go_down():
@@ -217,26 +239,31 @@ def _imp(module: str, target: str) -> Import:
 
 
 @pytest.mark.parametrize("module,target,ok", [
-    ("repo", "versionfs.index", True),
-    ("index", "versionfs.repo", False),
-    ("snapshot", "versionfs.scan", True),
-    ("scan", "versionfs.ignore", True),
-    ("ignore", "versionfs.scan", False),
-    ("snapshot", "versionfs.diff", False),
-    ("view", "versionfs.snapshot", True),
-    ("api", "versionfs.checkout", True),
-    ("checkout", "versionfs.api", False),
+    ("repo.repository", "versionfs.store.index", True),
+    ("store.index", "versionfs.repo.repository", False),
+    ("store.local", "versionfs.store.blobs", True),     # inside one sub-package: down
+    ("store.blobs", "versionfs.store.local", False),    # inside one sub-package: up
+    ("store.index", "versionfs.store.blobs", False),    # peers inside a sub-package
+    ("ops.snapshot", "versionfs.workspace.scan", True),
+    ("workspace.scan", "versionfs.workspace.ignore", True),
+    ("workspace.ignore", "versionfs.workspace.scan", False),
+    ("ops.snapshot", "versionfs.ops.diff", False),      # two verbs
+    ("ops.gc", "versionfs.ops.reach", True),
+    ("view.core", "versionfs.ops.snapshot", True),
+    ("api", "versionfs.ops.checkout", True),
+    ("ops.checkout", "versionfs.api", False),
     ("fuse.ops", "versionfs.view", True),
-    ("fuse.ops", "versionfs.fuse.mount", True),
-    ("view", "versionfs.fuse.ops", False),
-    ("cli.base", "versionfs.repo", True),
-    ("cli.base", "versionfs.cli.util", True),
-    ("repo", "versionfs", False),
+    ("fuse.mount", "versionfs.fuse.serve", True),
+    ("fuse.serve", "versionfs.fuse.mount", False),
+    ("view.core", "versionfs.fuse.ops", False),
+    ("cli.base", "versionfs.repo.repository", True),
+    ("cli.base", "versionfs.cli.repo_cmds", False),
+    ("cli.commands", "versionfs.cli.repo_cmds", True),
+    ("repo.repository", "versionfs", False),
     ("cli.base", "versionfs", True),
-    ("newthing", "versionfs.repo", True),
-    ("newthing", "versionfs.snapshot", False),
+    ("newthing", "versionfs.repo.repository", False),   # unranked: refused
     ("errors", "versionfs.errors", False),
-    ("repo", "lmdb", True),
+    ("repo.repository", "lmdb", True),
 ])
 def test_layer_rule(module, target, ok):
     assert (_layer_violation(_imp(module, target)) is None) == ok
@@ -247,12 +274,15 @@ def test_relative_imports_resolve():
     assert _resolve_from(node, "cli.base", False) == "versionfs.errors"
     node = ast.parse("from .base import cli").body[0]
     assert _resolve_from(node, "cli", True) == "versionfs.cli.base"
-    node = ast.parse("from . import repo").body[0]
-    assert _resolve_from(node, "snapshot", False) == "versionfs"
+    node = ast.parse("from . import reach").body[0]
+    assert _resolve_from(node, "ops.gc", False) == "versionfs.ops"
+    node = ast.parse("from ..store.blobs import BlobReader").body[0]
+    assert _resolve_from(node, "repo.repository", False) == "versionfs.store.blobs"
 
 
 def test_from_package_import_name():
-    assert _is_submodule("versionfs", "repo")
+    assert _is_submodule("versionfs", "api")
+    assert _is_submodule("versionfs.ops", "reach")
     assert _is_submodule("versionfs", "not_written_yet")
     assert not _is_submodule("versionfs", "__version__")
     assert not _is_submodule("lmdb", "open")

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from versionfs.fuse import mounts
-from versionfs.fuse.mount import parse_spec
-from versionfs.repo import Repo
-from versionfs.snapshot import snapshot
+from versionfs.repo import mounts
+from versionfs.fuse.request import parse_spec
+from versionfs.repo.repository import Repo
+from versionfs.ops.snapshot import snapshot
 
 pytestmark = pytest.mark.mount
 

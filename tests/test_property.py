@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from versionfs.api import Repo
-from versionfs.model import Kind
+from versionfs.records.model import Kind
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from versionfs import chunking
+from versionfs.records import chunking
 from versionfs.api import Repo
 from versionfs.errors import CorruptObject, FileChanged, LockBusy, MissingObject
-from versionfs.fsck import fsck
-from versionfs.hashing import hash_bytes
-from versionfs.model import (
+from versionfs.ops.fsck import fsck
+from versionfs.records.hashing import hash_bytes
+from versionfs.records.model import (
     BlobKind, ChunkRef, Commit, FileRecord, Kind, ObjectId, Tree, TreeEntry, commit_id,
     encode_commit, encode_file, encode_tree, file_id, tree_id,
 )
@@ -375,7 +375,7 @@ def test_two_snapshots_at_once(storage):
 
 REWRITER = r"""
 import json, os, random, select, sys
-from versionfs.hashing import hash_bytes
+from versionfs.records.hashing import hash_bytes
 
 path, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)

@@ -16,11 +16,11 @@ import stat
 import time
 from pathlib import Path
 
-from versionfs.chunking import CHUNK_THRESHOLD
-from versionfs.hashing import hash_bytes
-from versionfs.model import Kind
-from versionfs.objects import fan_out
-from versionfs.scan import RACY_NS
+from versionfs.records.chunking import CHUNK_THRESHOLD
+from versionfs.records.hashing import hash_bytes
+from versionfs.records.model import Kind
+from versionfs.store.blobs import fan_out
+from versionfs.workspace.scan import RACY_NS
 
 MiB = 1 << 20
 T0 = 1_600_000_000_123_456_789  # an mtime with every nanosecond digit set

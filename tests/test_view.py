@@ -17,11 +17,11 @@ import pytest
 from versionfs.errors import (
     CorruptObject, NoSuchAttribute, NotADirectory, PathNotFound, UnknownRevision,
 )
-from versionfs.hashing import hash_bytes
-from versionfs.model import ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry
-from versionfs.model import BlobKind, encode_tree, tree_id
-from versionfs.repo import Repo
-from versionfs.snapshot import snapshot
+from versionfs.records.hashing import hash_bytes
+from versionfs.records.model import ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry
+from versionfs.records.model import BlobKind, encode_tree, tree_id
+from versionfs.repo.repository import Repo
+from versionfs.ops.snapshot import snapshot
 from versionfs.view import ROOT_INO, View
 from versionfs.view.tables import FileTable
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import repo as _repo
+from .repo import repository as _repo
 
 if TYPE_CHECKING:
-    from .diff import DiffResult
-    from .snapshot import SnapshotResult
+    from .ops.diff import DiffResult
+    from .ops.snapshot import SnapshotResult
 
 
 class Repo(_repo.Repo):
@@ -33,23 +33,23 @@ class Repo(_repo.Repo):
     def snapshot(self, paths: list[str] | None = None, *, message: str = "",
                  tag: str | None = None, **kw) -> SnapshotResult:
         """Record the workspace (or ``paths`` in it) as a commit; see ``snapshot``."""
-        from .snapshot import snapshot
+        from .ops.snapshot import snapshot
         return snapshot(self, paths, message=message, tag=tag, **kw)
 
     def diff(self, a: str = "HEAD", b: str | None = None, **scan_kw) -> DiffResult:
         """Changes from revision ``a`` to revision ``b`` (default: the workspace)."""
-        from .diff import diff_trees
+        from .ops.diff import diff_trees
         old = self.commit(self.resolve(a)).tree
         if b is None:
-            from .scan import scan_workspace
+            from .workspace.scan import scan_workspace
             work = scan_workspace(self, **scan_kw)
             return diff_trees(self, old, work, work.root)
         return diff_trees(self, old, self, self.commit(self.resolve(b)).tree)
 
     def status(self, **scan_kw) -> DiffResult:
         """Changes in the workspace since HEAD (everything is added before a commit)."""
-        from .diff import diff_trees
-        from .scan import scan_workspace
+        from .ops.diff import diff_trees
+        from .workspace.scan import scan_workspace
         work = scan_workspace(self, **scan_kw)
         head = self.head()
         return diff_trees(self, self.commit(head).tree if head else None,
@@ -57,15 +57,15 @@ class Repo(_repo.Repo):
 
     def checkout(self, rev: str, *, into: str | None = None, force: bool = False, **kw):
         """Materialize ``rev`` into the workspace (or ``into``); see ``checkout``."""
-        from .checkout import checkout
+        from .ops.checkout import checkout
         return checkout(self, rev, into=into, force=force, **kw)
 
     def gc(self, **kw):
         """Delete what no ref, tag or run reaches; see ``gc``."""
-        from .gc import gc
+        from .ops.gc import gc
         return gc(self, **kw)
 
     def fsck(self, *, verify_data: bool = False, **kw):
         """Check the repository (and with ``verify_data`` every byte); see ``fsck``."""
-        from .fsck import fsck
+        from .ops.fsck import fsck
         return fsck(self, verify_data=verify_data, **kw)

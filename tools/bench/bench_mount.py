@@ -40,13 +40,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from common import drop_caches, fmt_bytes, fmt_seconds  # noqa: E402
 
-from versionfs.fuse import mounts  # noqa: E402
-from versionfs.hashing import hash_bytes  # noqa: E402
-from versionfs.model import (  # noqa: E402
+from versionfs.repo import mounts  # noqa: E402
+from versionfs.records.hashing import hash_bytes  # noqa: E402
+from versionfs.records.model import (  # noqa: E402
     Commit, Kind, ObjectId, TreeEntry, commit_id, encode_commit, encode_tree, make_tree,
     tree_id,
 )
-from versionfs.repo import Repo  # noqa: E402
+from versionfs.repo.repository import Repo  # noqa: E402
 
 PY = [sys.executable, "-m", "versionfs"]
 

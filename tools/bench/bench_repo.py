@@ -170,7 +170,7 @@ def logical_bytes(root: str) -> int:
 
 def checkout_available() -> tuple[str | None, list[str]]:
     """(None, extra args) when ``vfs checkout`` can be used, else (why not, [])."""
-    if importlib.util.find_spec("versionfs.checkout") is None:
+    if importlib.util.find_spec("versionfs.ops.checkout") is None:
         return "checkout not available", []
     proc = subprocess.run([*VFS, "checkout", "--help"], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)

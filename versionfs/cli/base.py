@@ -87,7 +87,7 @@ def workspace_path(repo, path: str) -> str:
     relative path is taken from the workspace root.
     """
     from ..errors import UsageError
-    from ..repo import normalize_path
+    from ..repo.repository import normalize_path
     ws = repo.workspace
     if ws is None:
         return normalize_path(path)

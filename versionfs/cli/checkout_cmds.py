@@ -12,7 +12,7 @@ from .base import cli, emit_json, info, open_repo, progress_factory, warn
 from .format import fmt_bytes
 
 if TYPE_CHECKING:
-    from ..checkout import CheckoutResult
+    from ..ops.checkout import CheckoutResult
 
 
 @cli.command("checkout")
@@ -40,7 +40,7 @@ def checkout_cmd(ctx, rev: str, dir_arg: str | None, into: str | None, force: bo
     into = into if into is not None else dir_arg
     repo = open_repo(ctx)
     t0 = time.monotonic()
-    from ..checkout import checkout
+    from ..ops.checkout import checkout
     res = checkout(repo, rev, into=into, force=force, warn=warn,
                    progress_factory=progress_factory("checkout"), on_wait=info)
     elapsed = time.monotonic() - t0

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import UnknownRevision, UsageError
-from ..model import Kind
-from ..repo import Repo
+from ..records.model import Kind
+from ..repo.repository import Repo
 from .base import cli, emit_json, open_repo, progress_factory, warn, workspace_path
 from .format import fmt_bytes
 
 if TYPE_CHECKING:
-    from ..diff import DiffResult
+    from ..ops.diff import DiffResult
 
 
 @cli.command("diff")
@@ -43,7 +43,7 @@ def diff_cmd(ctx: click.Context, args: tuple[str, ...], as_stat: bool, as_json: 
         new_src, new_root = _workspace(repo, paths)
     else:
         new_src, new_root = repo, repo.commit(repo.resolve(b)).tree
-    from ..diff import diff_trees, to_json
+    from ..ops.diff import diff_trees, to_json
     result = diff_trees(repo, old_root, new_src, new_root, paths=paths or None)
     if as_json:
         emit_json(to_json(result))
@@ -75,7 +75,7 @@ def _workspace(repo: Repo, paths: list[str]):
     if repo.workspace is None:
         raise UsageError("a bare repository has no workspace: give two revisions, "
                          "as in 'vfs diff v1 v2'")
-    from ..scan import scan_workspace
+    from ..workspace.scan import scan_workspace
     # Scanning only PATHS is quicker, but possible only when they all exist there.
     scan_paths = paths if paths and all(
         os.path.lexists(os.path.join(repo.workspace, p)) for p in paths) else None

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import VfsError
-from ..repo import find_repo_dir
+from ..repo.repository import find_repo_dir
 
 if TYPE_CHECKING:
-    from ..fsck import FsckResult
-    from ..gc import GcResult
+    from ..ops.fsck import FsckResult
+    from ..ops.gc import GcResult
 from .base import cli, emit_json, info, open_repo, warn
 from .format import fmt_bytes
 
@@ -83,7 +83,7 @@ def gc_cmd(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """
     repo = open_repo(ctx)
     with PhaseBars() as bars:
-        from ..gc import gc
+        from ..ops.gc import gc
         result = gc(repo, dry_run=dry_run, progress=bars, on_wait=info,
                     keep=mounted_commits(repo))
     for w in result.warnings:
@@ -97,7 +97,7 @@ def gc_cmd(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 def mounted_commits(repo) -> set[bytes]:
     """Commits that live versionfs mounts of this repository serve: gc keeps them."""
     try:
-        from ..fuse.mounts import active_mounts
+        from ..repo.mounts import active_mounts
         mounts = active_mounts()
     except (ImportError, OSError, VfsError):
         return set()  # no mount support here, or no mount table: nothing is mounted
@@ -148,7 +148,7 @@ def fsck_cmd(ctx: click.Context, verify_data: bool, as_json: bool) -> None:
     """
     repo = open_repo(ctx)
     with PhaseBars() as bars:
-        from ..fsck import fsck
+        from ..ops.fsck import fsck
         result = fsck(repo, verify_data=verify_data, progress=bars)
     if as_json:
         emit_json(fsck_json(result))

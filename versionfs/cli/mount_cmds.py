@@ -49,7 +49,7 @@ def mount_cmd(ctx: click.Context, spec: str, mountpoint: str, foreground: bool,
               help="Detach now even if busy; the mount goes away when no longer used.")
 def umount_cmd(mountpoint: str, lazy: bool) -> None:
     """Unmount a versionfs mount and wait for its daemon to exit."""
-    from ..fuse.mounts import umount
+    from ..repo.mounts import umount
     umount(mountpoint, lazy=lazy)
 
 
@@ -57,7 +57,7 @@ def umount_cmd(mountpoint: str, lazy: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def mounts_cmd(as_json: bool) -> None:
     """List active versionfs mounts with their repository and revision."""
-    from ..fuse.mounts import active_mounts
+    from ..repo.mounts import active_mounts
     rows = []
     for entry, state in active_mounts():
         rows.append({

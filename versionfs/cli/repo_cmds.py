@@ -12,7 +12,7 @@ import time
 import click
 
 from ..errors import IsADirectory, UsageError
-from ..model import Kind
+from ..records.model import Kind
 from .base import (
     cli, emit_json, info, open_repo, progress_factory, warn, workspace_path,
 )
@@ -31,7 +31,7 @@ def init(ctx, path: str, bare: bool) -> None:
     PATH becomes the workspace and its data lives in PATH/.vfs; with --bare, PATH
     itself is the repository.
     """
-    from ..repo import Repo
+    from ..repo.repository import Repo
     repo = Repo.init(os.path.join(ctx.obj["path"], path), bare=bare)
     where = repo.vfs_dir
     repo.close()
@@ -53,8 +53,8 @@ def snapshot_cmd(ctx, paths, message, tag, allow_empty, as_json) -> None:
     content is cloned (reflink filesystems) or packed as chunks. Prints the commit
     id and what changed. With nothing changed, no commit is made (HEAD is printed).
     """
-    from ..diff import diff_trees
-    from ..snapshot import snapshot
+    from ..ops.diff import diff_trees
+    from ..ops.snapshot import snapshot
     repo = open_repo(ctx)
     t0 = time.monotonic()
     if paths and repo.workspace is None:
@@ -108,7 +108,7 @@ def status(ctx, as_json: bool) -> None:
     where = f"on branch {branch.split('/', 1)[1]}" if branch else \
         f"HEAD detached at {head.hex()[:12]}" if head else "no commits yet"
     if as_json:
-        from ..diff import to_json
+        from ..ops.diff import to_json
         out = to_json(changes)
         out["head"] = head.hex() if head else None
         out["branch"] = branch
@@ -179,7 +179,7 @@ def log(ctx, rev: str, max_count, oneline: bool, as_json: bool) -> None:
 @click.pass_context
 def show(ctx, spec: str, as_json: bool) -> None:
     """Describe a commit (REV) or an entry in it (REV:PATH)."""
-    from ..diff import diff_trees, to_json
+    from ..ops.diff import diff_trees, to_json
     repo = open_repo(ctx)
     cid, path = repo.split_rev_path(spec)
     if ":" in spec:
@@ -300,7 +300,7 @@ def _ref_command(kind: str):
                     "  " if kind == "branch" else ""
                 click.echo(f"{mark}{ref[len(prefix):]:<24} {cid.hex()[:12]}")
             return
-        from ..snapshot import check_ref_name
+        from ..ops.snapshot import check_ref_name
         check_ref_name(name, kind)
         cid = None if delete else repo.resolve(rev)
         with repo.lock(on_wait=info), repo.index.write() as txn:

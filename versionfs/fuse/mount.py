@@ -21,55 +21,14 @@ import select
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..errors import MountError, VfsError
-from ..repo import Repo
-from . import mounts
+from ..repo import mounts
+from .request import MountRequest, prepare
 
 log = logging.getLogger("versionfs.fuse")
 
 READY_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class MountRequest:
-    repo: str            # the repository path as given (resolved by Repo.open)
-    rev: str | None      # None: every version side by side
-    mountpoint: str      # canonical
-    commit: str | None = None  # the commit rev named when checked (hex)
-    allow_other: bool = False
-    debug: bool = False
-    verify: str = "chunk"  # "off": no BLAKE3 check of what is read (docs/mount.md)
-
-
-def parse_spec(spec: str, default_repo: str = ".") -> tuple[str, str | None]:
-    """``REPO[@REV]`` → ``(repo, rev)``: split at the last ``@`` whose right part is
-    non-empty and has no ``/``, unless the whole spec names an existing directory
-    and the left part does not (a repository path may contain ``@``)."""
-    for i in range(len(spec) - 1, -1, -1):
-        if spec[i] == "@" and spec[i + 1:] and "/" not in spec[i + 1:]:
-            repo, rev = spec[:i] or default_repo, spec[i + 1:]
-            if os.path.isdir(spec) and not os.path.isdir(repo):
-                return spec, None
-            return repo, rev
-    return spec or default_repo, None
-
-
-def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=False,
-            debug=False, verify="chunk") -> tuple[MountRequest, str | None]:
-    """Check everything before mounting; returns the request and the commit id
-    (hex, None for the all-versions view). Raises a one-line ``VfsError``."""
-    repo_path, rev = parse_spec(spec, default_repo)
-    mp = mounts.canonical(mountpoint)
-    mounts.check_mountpoint(mp)
-    mounts.check_fuse()
-    # readonly=True would suit, but Index(readonly=True) opens its databases in a
-    # read transaction, which leaves the handles invalid (mdb_get: EINVAL).
-    with Repo.open_repo(repo_path) as repo:
-        commit = repo.resolve(rev).hex() if rev is not None else None
-        where = repo.workspace or repo.vfs_dir
-    return MountRequest(where, rev, mp, commit, allow_other, debug, verify), commit
 
 
 # -- the command: foreground or detached ------------------------------------------------

@@ -22,10 +22,10 @@ import pyfuse3
 import trio
 
 from ..errors import MountError, VfsError
-from ..repo import Repo
+from ..repo.repository import Repo
 from ..view import View
-from . import mounts
-from .mount import MountRequest
+from ..repo import mounts
+from .request import MountRequest
 from .ops import Operations
 
 log = logging.getLogger("versionfs.fuse")

@@ -11,9 +11,9 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..errors import CorruptObject
-from ..hashing import hasher
-from ..model import ChunkLoc, ChunkRef, ObjectId
-from ..repo import Repo
+from ..records.hashing import hasher
+from ..records.model import ChunkLoc, ChunkRef, ObjectId
+from ..repo.repository import Repo
 
 VERIFY_MODES = ("chunk", "off")
 

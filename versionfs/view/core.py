@@ -17,9 +17,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from ..errors import MissingObject, NoSuchAttribute, NotADirectory, PathNotFound, VfsError
-from ..hashing import hash_bytes
-from ..model import Commit, Kind, ObjectId, TreeEntry
-from ..repo import Repo
+from ..records.hashing import hash_bytes
+from ..records.model import Commit, Kind, ObjectId, TreeEntry
+from ..repo.repository import Repo
 from .chunks import ChunkCache, Content
 from .records import (
     ROOT_INO, XATTR_COMMIT, XATTR_ID, XATTR_RUN, Attr, DirEntry, FsStats,

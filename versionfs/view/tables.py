@@ -18,8 +18,8 @@ from array import array
 from collections import OrderedDict
 
 from ..errors import MissingObject
-from ..model import Kind, ObjectId, Tree, TreeEntry, decode_tree
-from ..repo import Repo
+from ..records.model import Kind, ObjectId, Tree, TreeEntry, decode_tree
+from ..repo.repository import Repo
 from .records import Attr
 
 

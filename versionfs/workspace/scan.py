@@ -25,17 +25,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .errors import PathNotFound, VfsError, from_oserror
-from .hashing import hash_bytes
+from ..errors import PathNotFound, VfsError, from_oserror
+from ..records.hashing import hash_bytes
 from .ignore import Ignore
 from .ingest import (  # noqa: F401  (re-exported: the scan's records)
     RACY_NS, RETRIES, FileJob, Ingestor, ScanStats, WorkTree, stat_key,
 )
-from .model import (
+from ..records.model import (
     STAT_LEN, STATCACHE_VALUE_LEN, Kind, ObjectId, TreeEntry, decode_statcache,
     encode_statcache, encode_tree, encode_tree_rows, make_tree, stat_bytes, tree_id,
 )
-from .repo import Repo, normalize_path
+from ..repo.repository import Repo, normalize_path
 
 # Stat caches up to this many entries are read into memory in one pass per scan.
 BULK_CACHE = 1_000_000

@@ -29,7 +29,7 @@ import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from .model import Kind, Tree, TreeEntry, encode_tree, tree_id
+from ..records.model import Kind, Tree, TreeEntry, encode_tree, tree_id
 
 __all__ = ["EMPTY_TREE", "Change", "ChangeKind", "DiffResult", "DiffStats", "diff_trees",
            "to_json"]

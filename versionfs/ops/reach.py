@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from .errors import CorruptObject
-from .hashing import hash_bytes
-from .model import (
+from ..errors import CorruptObject
+from ..records.hashing import hash_bytes
+from ..records.model import (
     ID_LEN, Kind, ObjectId, decode_statcache, decode_chunkloc, decode_commit, decode_file, decode_tree,
 )
 

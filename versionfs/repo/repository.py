@@ -27,18 +27,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .chunking import ChunkParams
-from .errors import (
+from ..records.chunking import ChunkParams
+from ..errors import (
     AmbiguousRevision, CorruptObject, IsADirectory, LockBusy, MissingObject,
     NotADirectory, NotARepository, PathNotFound, RepositoryExists, UnknownRevision,
     UnsupportedFormat, from_oserror,
 )
-from .index import Index
-from .model import (
+from ..store.index import Index
+from ..records.model import (
     ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry, decode_commit,
     decode_file, decode_tree,
 )
-from .objects import BlobReader, ObjectStore
+from ..store.blobs import BlobReader, ObjectStore
 
 FORMAT_VERSION = 1
 VFS_DIR = ".vfs"

@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import reach
-from .errors import CorruptObject, LockBusy, VfsError
-from .model import BlobKind, ChunkLoc, decode_chunkloc
+from ..errors import CorruptObject, LockBusy, VfsError
+from ..records.model import BlobKind, ChunkLoc, decode_chunkloc
 from .reach import Progress, run_roots, statcache_file_id
 
 __all__ = ["GcResult", "gc", "run_roots"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import from_oserror
+from ..errors import from_oserror
 
 IGNORE_FILE = ".vfsignore"
 TMP_PREFIX = ".vfs-tmp-"

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import reach
-from .errors import CorruptObject, VfsError
-from .hashing import hash_bytes
-from .model import BlobKind, ChunkLoc, ObjectId, commit_id, decode_chunkloc, file_id, tree_id
+from ..errors import CorruptObject, VfsError
+from ..records.hashing import hash_bytes
+from ..records.model import BlobKind, ChunkLoc, ObjectId, commit_id, decode_chunkloc, file_id, tree_id
 from .reach import Progress, statcache_file_id
-from .repo import FORMAT_VERSION
+from ..repo.repository import FORMAT_VERSION
 
 __all__ = ["FsckCounts", "FsckResult", "Problem", "fsck"]
 

@@ -23,9 +23,9 @@ import struct
 import threading
 from collections import OrderedDict
 
-from .errors import CorruptObject, MissingObject, from_oserror
-from .hashing import hash_bytes, hasher
-from .model import BlobKind, ChunkLoc, ObjectId
+from ..errors import CorruptObject, MissingObject, from_oserror
+from ..records.hashing import hash_bytes, hasher
+from ..records.model import BlobKind, ChunkLoc, ObjectId
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
 FS_IOC_FIEMAP = 0xC020660B  # _IOWR('f', 11, struct fiemap) from linux/fs.h

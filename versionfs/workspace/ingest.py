@@ -23,15 +23,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import chunking
-from .errors import FileChanged, VfsError, from_oserror
-from .hashing import hash_bytes
-from .model import (
+from ..records import chunking
+from ..errors import FileChanged, VfsError, from_oserror
+from ..records.hashing import hash_bytes
+from ..records.model import (
     BlobKind, ChunkLoc, ChunkRef, FileRecord, ObjectId, Tree, TreeEntry, decode_file,
     decode_tree, encode_file, file_id,
 )
-from .objects import fsync_dir
-from .repo import Repo
+from ..store.blobs import fsync_dir
+from ..repo.repository import Repo
 
 # A file whose mtime or ctime is this close to the scan's start may still change
 # within the filesystem's timestamp granularity: it gets no stat cache entry.

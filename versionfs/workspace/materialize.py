@@ -24,10 +24,10 @@ import stat
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .errors import CorruptObject, VfsError, from_oserror
+from ..errors import CorruptObject, VfsError, from_oserror
 from .ignore import TMP_PREFIX
-from .model import Kind, TreeEntry
-from .repo import Repo
+from ..records.model import Kind, TreeEntry
+from ..repo.repository import Repo
 from .scan import RACY_NS, cache_key, cache_value
 
 # Mode bits a checkout restores: permissions and sticky, never set-user/group-id.

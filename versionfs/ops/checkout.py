@@ -43,15 +43,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import (
+from ..errors import (
     Conflict,
     CorruptObject,
     NotADirectory,
     UsageError,
     from_oserror,
 )
-from .hashing import hash_bytes
-from .materialize import (
+from ..records.hashing import hash_bytes
+from ..workspace.materialize import (
     DIRMETA,
     META,
     MKDIR,
@@ -61,9 +61,9 @@ from .materialize import (
     WRITE,
     Apply,
 )
-from .model import Kind, ObjectId, TreeEntry, check_name
-from .repo import VFS_DIR, Repo
-from .scan import (
+from ..records.model import Kind, ObjectId, TreeEntry, check_name
+from ..repo.repository import VFS_DIR, Repo
+from ..workspace.scan import (
     RACY_NS,
     FileJob,
     Ingestor,

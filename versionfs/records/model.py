@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from .errors import CorruptObject
+from ..errors import CorruptObject
 from .hashing import hash_bytes
 
 ID_LEN = 32

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import lmdb
 
-from .errors import CorruptObject, StorageFull, VfsError
-from .model import (
+from ..errors import CorruptObject, StorageFull, VfsError
+from ..records.model import (
     ChunkLoc, ObjectId, decode_chunkloc, encode_chunkloc,
 )
 

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .model import Commit, Kind, ObjectId, commit_id, encode_commit
-from .repo import Repo
-from .scan import WorkTree, scan_workspace
+from ..errors import UsageError
+from ..records.model import Commit, Kind, ObjectId, commit_id, encode_commit
+from ..repo.repository import Repo
+from ..workspace.scan import WorkTree, scan_workspace
 
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+/-]*$")
 
