@@ -611,3 +611,73 @@ async def test_adapter_translates_errors_and_survives_bugs(caplog):
     with pytest.raises(pyfuse3.FUSEError) as err:
         await ops.open(2, os.O_RDWR, None)
     assert err.value.errno == errno.EROFS
+
+
+# -- gc beneath a live mount --------------------------------------------------------------
+
+# The daemon keeps 64 MiB of verified chunks and 128 open blobs. A chunk it verified
+# before but no longer holds is read by range from its remembered place; to make that
+# place vanish beneath it, more such chunks than open fds are needed: 400 files of
+# 256 KiB (100 MiB), one pack each, each pack less than half live so gc rewrites all.
+_LIVE = 256 << 10
+_JUNK = 300 << 10
+_PACKS = 400
+
+
+def _sparse_packs_repo(ws: Path) -> tuple[Repo, str, dict[str, bytes]]:
+    """A repository of ``_PACKS`` packs, each one file that a commit keeps and junk
+    that nothing reaches any more; returns it, the one live commit (hex) and the
+    files of that commit."""
+    rng = random.Random(7)
+    files = {}
+    (ws / "d").mkdir(parents=True)
+    repo = Repo.init(str(ws))
+    for k in range(_PACKS):
+        files[f"d/{k:03d}.bin"] = data = rng.randbytes(_LIVE)
+        _put(ws / "d" / f"{k:03d}.bin", data)
+        _put(ws / "junk.bin", rng.randbytes(_JUNK))
+        snapshot(repo, message=f"step {k}")
+    os.unlink(ws / "junk.bin")
+    with repo.index.write() as txn:  # test setup: a root commit on a new branch
+        txn.put("meta", b"HEAD", b"heads/fresh")
+    live = snapshot(repo, message="only what is kept").commit
+    with repo.index.write() as txn:
+        txn.delete("refs", b"heads/main")  # the 140 junk versions are unreachable now
+    return repo, live.hex(), files
+
+
+def _read_uncached(path: Path) -> bytes:
+    """The file's bytes from the daemon, not from the kernel's page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        out = bytearray()
+        while chunk := os.read(fd, 1 << 20):
+            out += chunk
+        return bytes(out)
+    finally:
+        os.close(fd)
+
+
+def test_a_mount_serves_correct_bytes_while_gc_rewrites_the_packs(tmp_path, mounter, cli):
+    ws = tmp_path / "ws"
+    repo, live, files = _sparse_packs_repo(ws)
+    repo.close()
+    mp = mounter(f"{ws}@{live}")
+    for rel, data in files.items():  # every chunk verified (and its location kept)
+        assert _read_uncached(mp / rel) == data, rel
+    result: dict = {}
+    gc_run = threading.Thread(target=lambda: result.update(
+        json=cli("gc", "--json", cwd=ws).stdout))
+    gc_run.start()
+    rounds = 0
+    while gc_run.is_alive() or rounds == 0:  # reads race the rewrite
+        for rel in list(files)[rounds % 7::7]:
+            assert _read_uncached(mp / rel) == files[rel], rel
+        rounds += 1
+    gc_run.join()
+    import json
+    done = json.loads(result["json"])
+    assert done["packs_rewritten"] >= _PACKS - 1, done  # the packs moved beneath the mount
+    for rel, data in files.items():  # every old pack is gone: each read is re-located
+        assert _read_uncached(mp / rel) == data, rel

@@ -21,6 +21,7 @@ from versionfs.records.hashing import hash_bytes
 from versionfs.records.model import ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry
 from versionfs.records.model import BlobKind, encode_tree, tree_id
 from versionfs.repo.repository import Repo
+from versionfs.store.reader import ChunkReader
 from versionfs.ops.snapshot import snapshot
 from versionfs.view import ROOT_INO, View
 from versionfs.view.tables import FileTable
@@ -397,9 +398,12 @@ class _FakeIndex:
 
 
 class _FakeBlobs:
-    """Chunk k of the huge file lives at "offset" k of a fake blob."""
+    """A ``BlobStore``: chunk k of the huge file lives at "offset" k of a fake blob."""
 
-    def pread(self, loc, offset=0, length=None):
+    def is_local(self, loc):
+        return True
+
+    def load(self, loc, offset=0, length=None):
         data = _chunk_bytes(loc.offset)[:loc.length]
         return data[offset:] if length is None else data[offset: offset + length]
 
@@ -429,7 +433,7 @@ class FakeRepo:
         self.top = tree_id(encode_tree(top))
         self.index = _FakeIndex({bytes(self.top): encode_tree(top),
                                  bytes(bid): encode_tree(bigdir)})
-        self.blobs = _FakeBlobs()
+        self.reader = ChunkReader(self, _FakeBlobs())  # FakeRepo is the ChunkIndex
         self.cid = ObjectId(hash_bytes(b"commit"))
 
     def resolve(self, rev):
@@ -441,8 +445,11 @@ class FakeRepo:
     def chunks(self, entry):
         return self.refs_ if entry.name == "huge" else ()
 
-    def chunk_loc(self, cid):
+    def locate(self, cid):
         return ChunkLoc(BlobKind.PACK, cid, *self.locs[cid])
+
+    def exists(self, cid):
+        return cid in self.locs
 
 
 def test_file_over_4_gib():

@@ -17,7 +17,6 @@ snapshot can at worst produce a note about a blob it has not referenced yet).
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -128,13 +127,7 @@ def _check_format(txn, report) -> None:
 
 
 def _blob_sizes(repo) -> dict[tuple[BlobKind, bytes], int]:
-    sizes = {}
-    for kind, blob in repo.store.iter_blobs():
-        try:
-            sizes[(kind, bytes(blob))] = os.stat(repo.store.blob_path(kind, blob)).st_size
-        except FileNotFoundError:
-            continue
-    return sizes
+    return {(b.kind, bytes(b.id)): b.size for b in repo.store.blobs()}
 
 
 def _check_locations(txn, blobs, damage: _Damage):
@@ -191,10 +184,7 @@ def _blob_notes(repo, blobs, used) -> list[Problem]:
                    f"{_blob_name(kind, blob)} is not referenced by any chunk; "
                    "'vfs gc' removes it")
            for kind, blob in sorted(blobs) if (kind, blob) not in used]
-    try:
-        leftovers = sorted(os.listdir(repo.store.tmp))
-    except FileNotFoundError:
-        leftovers = []
+    leftovers = [name for name, _ in repo.store.leftovers()]
     out += [Problem("tmp", name, f"tmp/{name} is a leftover of an interrupted write; "
                     "'vfs gc' removes it") for name in leftovers]
     return out
@@ -234,7 +224,7 @@ def _verify_batch(repo, batch) -> list[tuple[bytes, ChunkLoc, str]]:
     bad = []
     for cid, loc in batch:
         try:
-            data = repo.blobs.pread(loc)
+            data = repo.store.load(loc)
         except VfsError as exc:
             bad.append((cid, loc, f"cannot be read ({exc})"))
             continue

@@ -135,13 +135,7 @@ def _blob_use(repo, txn, keep: Callable[[bytes], bool]) -> _BlobUse:
         if keep(cid):
             loc = decode_chunkloc(raw)
             live[(loc.blob_kind, bytes(loc.blob))] += loc.length
-    sizes = {}
-    for kind, blob in repo.store.iter_blobs():
-        try:
-            st = os.stat(repo.store.blob_path(kind, blob))
-        except FileNotFoundError:
-            continue
-        sizes[(kind, bytes(blob))] = (st.st_size, st.st_blocks * 512)
+    sizes = {(b.kind, bytes(b.id)): (b.size, b.allocated) for b in repo.store.blobs()}
     return _BlobUse(dict(live), sizes)
 
 
@@ -167,7 +161,7 @@ def _rewrite_packs(repo, packs: list[bytes], progress) -> tuple[int, int, list[s
             loc = decode_chunkloc(raw)
             if loc.blob_kind is BlobKind.PACK and bytes(loc.blob) in wanted:
                 moving[bytes(loc.blob)].append((cid, loc))
-    writer = repo.store.pack_writer()
+    writer = repo.store.new_pack()
     new_locs: dict[bytes, tuple[ChunkLoc, ChunkLoc]] = {}
     done: list[bytes] = []
     warnings: list[str] = []
@@ -189,7 +183,7 @@ def _rewrite_packs(repo, packs: list[bytes], progress) -> tuple[int, int, list[s
         for cid, (old, new) in new_locs.items():
             if txn.chunk_loc(cid) == old:
                 txn.put_chunk_loc(cid, new)
-    freed = sum(repo.store.remove_blob(BlobKind.PACK, p) for p in done)
+    freed = sum(repo.store.remove(BlobKind.PACK, p) for p in done)
     return len(done), freed - writer.bytes_written, warnings
 
 
@@ -199,7 +193,7 @@ def _copy_pack(repo, writer, chunks) -> dict | str:
     datas = []
     for cid, loc in chunks:  # live bytes are under half a pack: at most ~34 MiB
         try:
-            datas.append(repo.blobs.read_verified(cid, loc))
+            datas.append(repo.reader.read_at(cid, loc))
         except VfsError as exc:  # damaged or missing: keep the old pack as it is
             return f"pack {loc.blob.short} was not rewritten: {exc}"
     return {cid: (loc, writer.add(data)) for (cid, loc), data in zip(chunks, datas)}
@@ -223,16 +217,11 @@ def _tmp_leftovers(repo) -> list[tuple[str, int]]:
     """Entries of tmp/ whose writer is gone: ``tag-PID-random`` names whose process
     no longer exists, and any name without a pid."""
     out = []
-    try:
-        names = sorted(os.listdir(repo.store.tmp))
-    except FileNotFoundError:
-        return out
-    for name in names:
+    for name, path in repo.store.leftovers():
         parts = name.split("-")
         pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
         if pid is not None and pid != os.getpid() and _pid_alive(pid):
             continue
-        path = os.path.join(repo.store.tmp, name)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -300,7 +289,7 @@ def _collect(repo, progress, keep) -> GcResult:
     freed = 0
     unused = _unused_blobs(use)
     for i, (kind, blob) in enumerate(unused):
-        freed += repo.store.remove_blob(kind, blob)
+        freed += repo.store.remove(kind, blob)
         if progress:
             progress("remove blobs", i + 1, len(unused))
     rewritten, rfreed, warnings = _rewrite_packs(repo, _sparse_packs(use), progress)

@@ -38,7 +38,8 @@ from ..records.model import (
     ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry, decode_commit,
     decode_file, decode_tree,
 )
-from ..store.blobs import BlobReader, ObjectStore
+from ..store.local import LocalStore
+from ..store.reader import ChunkReader
 
 FORMAT_VERSION = 1
 VFS_DIR = ".vfs"
@@ -105,9 +106,9 @@ class Repo:
         self.config = self._read_config()
         c = self.config.get("chunking", {})
         self.params = ChunkParams(**{k: int(v) for k, v in c.items()}) if c else ChunkParams()
-        self.store = ObjectStore(vfs_dir)
         self.index = Index(os.path.join(vfs_dir, "index.lmdb"), readonly=readonly)
-        self.blobs = BlobReader(self.store)
+        self.store = LocalStore(vfs_dir, self.index)
+        self.reader = ChunkReader(self.store, self.store)  # the one read path
         self._trees: OrderedDict[bytes, Tree] = OrderedDict()
         self._trees_lock = threading.Lock()
 
@@ -141,7 +142,7 @@ class Repo:
         return cls(vfs_dir, workspace, readonly=readonly)
 
     def close(self) -> None:
-        self.blobs.close()
+        self.store.close()
         self.index.close()
 
     def __enter__(self) -> Repo:
@@ -345,26 +346,13 @@ class Repo:
         return decode_file(raw).chunks
 
     def chunk_loc(self, cid: bytes) -> ChunkLoc:
-        with self.index.read() as txn:
-            loc = txn.chunk_loc(cid)
-        if loc is None:
-            raise MissingObject(f"chunk {ObjectId(cid).short} is missing; run 'vfs fsck'")
-        return loc
+        """Where chunk ``cid``'s bytes are (``MissingObject`` if nowhere)."""
+        return self.reader.locate(cid)
 
     def read_chunk(self, cid: bytes) -> bytes:
-        """A whole chunk, checked against its id.
-
-        If its blob vanished, the location is looked up once more: ``vfs gc`` may
-        have moved the chunk to a new pack between our lookup and our read.
-        """
-        loc = self.chunk_loc(cid)
-        try:
-            return self.blobs.read_verified(cid, loc)
-        except MissingObject:
-            again = self.chunk_loc(cid)
-            if again == loc:
-                raise
-            return self.blobs.read_verified(cid, again)
+        """A whole chunk, checked against its id, through the one read path
+        (``store.reader``: re-located once if gc moved it meanwhile)."""
+        return self.reader.read(cid)
 
     def open_file(self, rev: str, path: str) -> VfsFile:
         """A read-only, seekable binary file of ``path`` in ``rev``; every chunk

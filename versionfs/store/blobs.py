@@ -26,6 +26,7 @@ from collections import OrderedDict
 from ..errors import CorruptObject, MissingObject, from_oserror
 from ..records.hashing import hash_bytes, hasher
 from ..records.model import BlobKind, ChunkLoc, ObjectId
+from .interface import BlobInfo
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
 FS_IOC_FIEMAP = 0xC020660B  # _IOWR('f', 11, struct fiemap) from linux/fs.h
@@ -172,6 +173,15 @@ class ObjectStore:
         except FileNotFoundError:
             return 0
         return size
+
+    def blob_infos(self):
+        """Every installed blob as a ``BlobInfo`` (kind, id, size, allocated)."""
+        for kind, blob in self.iter_blobs():
+            try:
+                st = os.stat(self.blob_path(kind, blob))
+            except FileNotFoundError:  # removed since the listing
+                continue
+            yield BlobInfo(kind, blob, st.st_size, st.st_blocks * 512)
 
     def iter_blobs(self):
         """Every installed blob as ``(kind, ObjectId)``."""

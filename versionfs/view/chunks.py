@@ -1,6 +1,11 @@
 """Chunk bytes for reads: a bounded cache of verified chunks, one load per chunk,
 read-ahead, and ranges of chunks already verified (or not to be verified).
 
+Every byte comes through the repository's one read path (``store.reader``), so a
+chunk that ``vfs gc`` moves to a new pack while the mount serves it is found again
+there: a remembered location whose blob has gone is forgotten and the chunk loaded
+(and verified) afresh.
+
 Thread-safety: ``ChunkCache`` may be used by any number of threads at once.
 """
 
@@ -10,9 +15,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..errors import CorruptObject
-from ..records.hashing import hasher
-from ..records.model import ChunkLoc, ChunkRef, ObjectId
+from ..records.model import ChunkLoc, ChunkRef
 from ..repo.repository import Repo
 
 VERIFY_MODES = ("chunk", "off")
@@ -74,11 +77,19 @@ class ChunkCache:
         """``length`` bytes at ``offset`` in the chunk, read from its blob when that
         is allowed without hashing the whole chunk (it was verified before by this
         cache, or ``verify="off"``); None when the whole chunk must be loaded."""
+        reader = self.repo.reader
         if self.verify == "off":
-            return self.repo.blobs.pread(self.repo.chunk_loc(ref.id), offset, length)
+            return reader.read_unverified(ref.id, offset, length)
         with self._lock:
             loc = self._verified.get(ref.id)
-        return None if loc is None else self.repo.blobs.pread(loc, offset, length)
+        if loc is None:
+            return None
+        data = reader.load_range(loc, offset, length)
+        if data is None:  # its blob went (gc moved the chunk): verify it anew
+            with self._lock:
+                if self._verified.get(ref.id) == loc:
+                    del self._verified[ref.id]
+        return data
 
     def prefetch(self, refs) -> None:
         """Start loading ``refs`` in background; returns at once."""
@@ -98,8 +109,7 @@ class ChunkCache:
 
     def _load(self, cid: bytes, fut: Future) -> None:
         try:
-            loc = self.repo.chunk_loc(cid)
-            data = self._read_verified(cid, loc)
+            data, loc = self.repo.reader.read_located(cid, own_thread=True)
         except BaseException as exc:
             with self._lock:
                 del self._loading[cid]
@@ -119,19 +129,6 @@ class ChunkCache:
             if len(self._verified) > self.max_verified:
                 del self._verified[next(iter(self._verified))]
         fut.set_result(data)
-
-    def _read_verified(self, cid: bytes, loc: ChunkLoc) -> bytes:
-        """The whole chunk, checked against its id on this thread alone: loads
-        already run in parallel, and BLAKE3's own thread pool (which
-        ``hash_bytes`` uses from 1 MiB on) only adds hand-offs and spinning."""
-        data = self.repo.blobs.pread(loc)
-        h = hasher()
-        h.update(data)
-        if h.digest() != cid:
-            raise CorruptObject(
-                f"chunk {ObjectId(cid).short} in blob {loc.blob.short} is damaged "
-                "(its bytes do not match its id); run 'vfs fsck --verify-data'")
-        return data
 
     def _abandon(self, cid: bytes, fut: Future) -> None:
         with self._lock:

@@ -128,19 +128,21 @@ class Ingestor:
         self.installed: set[bytes] = set()
         self._reads = contextlib.ExitStack()
         self._txn = None
+        self._chunks = None
 
     # -- chunk bookkeeping ------------------------------------------------
     def _known(self, cid: bytes) -> bool:
         """Whether the repository or this scan has chunk ``cid`` (call under ``lock``).
 
-        One read transaction serves the whole scan: the writer lock is held, so the
-        index cannot change under it.
+        One view of the store's chunk index serves the whole scan: the writer lock
+        is held, so the index cannot change under it. ``exists``, not ``locate``: a
+        chunk the repository has is not stored again, wherever its bytes are.
         """
         if cid in self.work.chunk_locs:
             return True
-        if self._txn is None:
-            self._txn = self._reads.enter_context(self.repo.index.read())
-        return self._txn.has("chunks", cid)
+        if self._chunks is None:
+            self._chunks = self._reads.enter_context(self.repo.store.chunk_view())
+        return self._chunks.exists(cid)
 
     def _keep_chunk(self, data, cid: bytes) -> None:
         """Append a chunk to a pack unless the repository has it already."""
@@ -423,7 +425,7 @@ class Ingestor:
             fsync_dir(d)
 
     def _end_reads(self) -> None:
-        self._txn = None
+        self._txn = self._chunks = None
         self._reads.close()
 
     def abort(self) -> None:
