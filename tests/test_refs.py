@@ -162,3 +162,17 @@ def test_cli_branch_d_refuses_an_unmerged_branch_and_D_deletes_it(cli, repo):
     assert out == {"kind": "branch", "name": "dev", "action": "deleted", "commit": None,
                    "previous": c2.hex(), "unreachable": 1}
     assert json.loads(cli("branch", "--json", cwd=ws).stdout) == {"main": c1.hex()}
+
+
+def test_only_repo_refs_writes_refs_and_head():
+    """No module but repo/refs.py (and the index's own typed helper it uses) writes
+    the ``refs`` db or ``meta/HEAD``."""
+    import re
+    from pathlib import Path
+    root = Path(refs.__file__).resolve().parent.parent
+    writes = re.compile(r'(?<!refs)\.set_ref\(|\.(put|delete)\(\s*"refs"'
+                        r'|\.put\(\s*"meta",\s*(b?"HEAD"|HEAD_KEY)')
+    allowed = {root / "repo" / "refs.py", root / "store" / "index.py"}
+    bad = [f"{p.relative_to(root)}:{n}" for p in sorted(root.rglob("*.py")) if p not in allowed
+           for n, line in enumerate(p.read_text().splitlines(), 1) if writes.search(line)]
+    assert not bad, "refs or HEAD written outside versionfs/repo/refs.py: " + ", ".join(bad)
