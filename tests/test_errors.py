@@ -7,6 +7,7 @@ checks the message by its text: it must name the problem and say what to do.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -321,3 +322,77 @@ def test_disk_full_leaves_the_repository_consistent(cli, small_fs):
     cli("snapshot", "-m", "second", cwd=ws)
     assert cli("cat", "HEAD:second.txt", cwd=ws).stdout == "ok"
     assert cli("cat", "HEAD~1:first.txt", cwd=ws).stdout == "the first commit\n"
+
+
+# -- structured fields of the error classes --------------------------------------------
+
+
+def test_error_fields_default_to_none_and_keep_the_message():
+    from versionfs import errors
+    err = errors.VfsError("something broke; run 'vfs fsck'")
+    assert str(err) == err.message == "something broke; run 'vfs fsck'"
+    assert (err.op, err.path, err.object_id, err.cause) == (None, None, None, None)
+    assert err.retryable is False
+    cause = ValueError("bad")
+    err = errors.MissingObject("gone", op="snapshot", path="a/b", object_id=b"\x01" * 32,
+                               cause=cause)
+    assert err.object_id == "01" * 32 and err.cause is cause
+    d = err.to_dict()
+    assert d == {"error": "MissingObject", "message": "gone", "exit_code": 9,
+                 "errno": errno.EIO, "retryable": False, "op": "snapshot", "path": "a/b",
+                 "object_id": "01" * 32, "cause": "ValueError: bad"}
+    json.dumps(d)  # JSON-ready
+
+
+def test_retryable_by_class_and_by_instance():
+    from versionfs import errors
+    for cls in (errors.LockBusy, errors.FileChanged, errors.RefChanged):
+        assert cls.retryable and cls("x").retryable, cls
+    for cls in (errors.VfsError, errors.UsageError, errors.CorruptObject,
+                errors.StorageFull, errors.Conflict, errors.RepositoryDamaged):
+        assert not cls.retryable and not cls("x").retryable, cls
+    assert errors.StorageFull("x", retryable=True).retryable
+    assert not errors.LockBusy("x", retryable=False).retryable
+    assert errors.LockBusy.retryable  # the class default is untouched
+
+
+def test_from_oserror_keeps_errno_filename_and_cause():
+    from versionfs import errors
+    cases = [(errno.ENOSPC, errors.StorageFull), (errno.EDQUOT, errors.StorageFull),
+             (errno.EACCES, errors.AccessDenied), (errno.EPERM, errors.AccessDenied),
+             (errno.ENOENT, errors.PathNotFound), (errno.EROFS, errors.AccessDenied),
+             (errno.EIO, errors.VfsError), (errno.EXDEV, errors.VfsError)]
+    for code, cls in cases:
+        exc = OSError(code, os.strerror(code), "/data/x.csv")
+        err = errors.from_oserror(exc, "reading data/x.csv", op="snapshot")
+        assert type(err) is cls, code
+        assert err.errno == code and err.filename == "/data/x.csv", code
+        assert err.path == "/data/x.csv" and err.cause is exc and err.op == "snapshot"
+        assert "reading data/x.csv" in str(err) and "\n" not in str(err)
+    err = errors.from_oserror(OSError(errno.ENOENT, "No such file", b"/raw\xff"), "x")
+    assert err.filename == b"/raw\xff" and err.path == os.fsdecode(b"/raw\xff")
+    err = errors.from_oserror(OSError("no errno at all"), "doing y")
+    assert err.errno == errno.EIO and err.filename is None and err.path is None
+
+
+def test_subclasses_with_their_own_init_take_the_fields():
+    from versionfs import errors
+    err = errors.NoSuchAttribute("no such attribute", errno.EOPNOTSUPP, path="f.txt")
+    assert err.errno == errno.EOPNOTSUPP and err.path == "f.txt"
+    assert errors.NoSuchAttribute("none").errno == errno.ENODATA
+
+
+def test_missing_records_name_their_id(tmp_path):
+    from versionfs import errors
+    with Repo.init(str(tmp_path / "ws")) as repo:
+        with pytest.raises(errors.MissingObject) as info:
+            repo.commit(b"\x02" * 32)
+        assert info.value.object_id == "02" * 32
+        with pytest.raises(errors.MissingObject) as info:
+            repo.tree(b"\x03" * 32)
+        assert info.value.object_id == "03" * 32
+
+
+def test_repository_damaged_is_an_error_class():
+    from versionfs.errors import RepositoryDamaged, VfsError
+    assert issubclass(RepositoryDamaged, VfsError) and RepositoryDamaged.exit_code == 1

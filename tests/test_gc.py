@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 
-import msgpack
 import pytest
 
 from repo_helpers import (
@@ -15,7 +14,8 @@ from repo_helpers import (
 )
 from versionfs.errors import CorruptObject
 from versionfs.ops.fsck import fsck
-from versionfs.ops.gc import gc, run_roots
+from versionfs.ops import roots
+from versionfs.ops.gc import gc
 from versionfs.records.model import BlobKind
 from versionfs.store.blobs import PackWriter, ObjectStore
 from versionfs.repo.repository import Repo
@@ -89,7 +89,7 @@ def test_gc_removes_unreachable_and_keeps_every_reachable_byte(storage):
         (0, 0, 0, 0, 0)
 
 
-def test_parents_tags_detached_head_and_runs_are_roots(ext4_dir):
+def test_parents_tags_detached_head_and_providers_are_roots(ext4_dir):
     repo, v1, v2, v3 = _history(ext4_dir / "ws")
     set_ref(repo, "tags/v1", None)
     # main keeps v3 and (as parents) v2 and v1.
@@ -102,17 +102,23 @@ def test_parents_tags_detached_head_and_runs_are_roots(ext4_dir):
     r = gc(repo)
     assert r.commits == 1  # v3
     assert set(_reachable_from(repo, v2)) == {v1, v2}
-    # A run record naming a commit keeps it.
-    with repo.index.write() as txn:
-        txn.put("runs", b"r" * 32, msgpack.packb({"outputs_commit": bytes(v2),
-                                                  "inputs_commit": v1.hex()}))
-        txn.put("runs", b"s" * 32, b"\xc1 not msgpack")
-        assert run_roots(txn) == {bytes(v1), bytes(v2)}
-        txn.put("meta", b"HEAD", b"heads/main")
-    r = gc(repo)
-    assert r.commits == 0
-    assert read_commit(repo, v2)["keep.txt"] == b"kept in every commit"
-    assert fsck(repo, verify_data=True).ok
+    # A registered root provider (as the runs feature will add) keeps what it names.
+    def run_roots(repo, txn, report):
+        return {bytes(v2): "a run record"} if txn.has("runs", b"r" * 32) else {}
+
+    roots.register("test-runs", run_roots)
+    try:
+        with repo.index.write() as txn:
+            txn.put("runs", b"r" * 32, b"a run naming v2")
+            txn.put("meta", b"HEAD", b"heads/main")
+            assert roots.collect(repo, txn).index == {bytes(v2): "a run record"}
+        r = gc(repo)
+        assert r.commits == 0
+        assert read_commit(repo, v2)["keep.txt"] == b"kept in every commit"
+        assert fsck(repo, verify_data=True).ok
+    finally:
+        roots.unregister("test-runs")
+    assert [p.name for p in roots.PROVIDERS] == ["refs", "HEAD", "mounts"]
 
 
 def _reachable_from(repo, cid):
@@ -309,15 +315,21 @@ def test_commits_passed_in_keep_are_roots(ext4_dir):
     assert gc(repo).commits == 2
 
 
-def test_cli_gc_keeps_commits_served_by_mounts(ext4_dir, monkeypatch):
+def test_gc_keeps_commits_served_by_mounts(ext4_dir, monkeypatch):
     mounts = pytest.importorskip("versionfs.repo.mounts")
-    from versionfs.cli import maint_cmds
     repo, v1, v2, v3 = _history(ext4_dir / "ws")
     state = mounts.MountState("/mnt/x", str(ext4_dir / "ws"), v3.hex(), v3.hex(), 1, "")
     other = mounts.MountState("/mnt/y", "s3://bucket/repo", None, v2.hex(), 1, "")
     monkeypatch.setattr(mounts, "active_mounts", lambda: [(None, state), (None, other),
                                                           (None, None)])
-    assert maint_cmds.mounted_commits(repo) == {bytes(v3)}
+    assert roots.mounted_commits(repo) == {bytes(v3)}
+    expected = read_commit(repo, v3)
+    set_ref(repo, "heads/main", v1)
+    assert gc(repo, dry_run=True).commits == 0  # v3 (and its parent v2) is mounted
+    assert gc(repo).commits == 0
+    assert read_commit(repo, v3) == expected
+    monkeypatch.setattr(mounts, "active_mounts", lambda: [])
+    assert gc(repo).commits == 2  # unmounted: now v3 and v2 go
 
 
 def test_a_damaged_chunk_keeps_its_pack_from_being_rewritten(ext4_dir):

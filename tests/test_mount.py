@@ -385,6 +385,27 @@ def test_several_mounts_and_the_mounts_listing(ds, mounter, cli):
     assert (b / "small.txt").read_bytes() == b"changed\n"
 
 
+def test_gc_from_python_keeps_a_mounted_commit_nothing_else_reaches(ds, mounter, cli):
+    import versionfs
+    v2 = ds.repo.resolve("HEAD")
+    want = _tree(ds.ws)  # the workspace is v2 (HEAD); read before mounting
+    mp = mounter(f"{ds.ws}@{v2.hex()}")
+    assert mounts.read_state(str(mp)).commit == v2.hex()
+    # Move HEAD off main, then delete main: only the mount still serves v2.
+    cli("branch", "other", "v1", cwd=ds.ws)
+    cli("checkout", "other", cwd=ds.ws)
+    cli("branch", "-D", "main", cwd=ds.ws)
+    with versionfs.Repo.open(str(ds.ws)) as repo:
+        assert repo.refs() == {"heads/other": repo.resolve("v1"), "tags/v1": repo.resolve("v1")}
+        result = repo.gc()
+        assert result.commits == 0 and result.chunks == 0
+        with repo.index.read() as txn:
+            assert txn.has("commits", v2)
+    assert _tree(mp) == want  # every file, byte for byte (it was Input/output error)
+    assert (mp / "small.txt").read_bytes() == b"changed\n"
+    assert (mp / "new.txt").read_bytes() == b"new\n"
+
+
 def test_big_files_and_big_directories(tmp_path, mounter):
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -1,11 +1,13 @@
 """The public Python API: ``versionfs.Repo`` with one method per operation.
 
 This is the repository core (``repo.Repo``) plus the verbs (snapshot, diff, status,
-checkout, gc, fsck), which live in their own modules below this one. Use it as::
+checkout, tags and branches, gc, fsck), which live in their own modules below this
+one. Use it as::
 
     from versionfs import Repo
     repo = Repo.init("data")                    # or Repo.open("data")
     repo.snapshot(message="raw import", tag="v1")
+    repo.branch("experiment")                   # a branch at HEAD
     changes = repo.diff("v1")                   # v1 against the workspace
     with repo.open("v1", "images/0001.png") as f:
         header = f.read(16)
@@ -24,6 +26,7 @@ from .repo import repository as _repo
 
 if TYPE_CHECKING:
     from .ops.diff import DiffResult
+    from .ops.refs import RefChange, RefInfo
     from .ops.snapshot import SnapshotResult
 
 
@@ -60,8 +63,41 @@ class Repo(_repo.Repo):
         from .ops.checkout import checkout
         return checkout(self, rev, into=into, force=force, **kw)
 
+    # -- tags and branches (see ops/refs.py) ------------------------------------------
+    def tags(self) -> tuple[RefInfo, ...]:
+        """Every tag, by name."""
+        from .ops.refs import list_refs
+        return list_refs(self, "tag")
+
+    def branches(self) -> tuple[RefInfo, ...]:
+        """Every branch, by name (``head`` marks the one HEAD is on)."""
+        from .ops.refs import list_refs
+        return list_refs(self, "branch")
+
+    def tag(self, name: str, rev: str = "HEAD", *, force: bool = False, **kw) -> RefChange:
+        """Tag ``rev`` as ``name``; ``force`` moves an existing tag."""
+        from .ops.refs import create
+        return create(self, "tag", name, rev, force=force, **kw)
+
+    def delete_tag(self, name: str, **kw) -> RefChange:
+        """Delete tag ``name``."""
+        from .ops.refs import delete
+        return delete(self, "tag", name, **kw)
+
+    def branch(self, name: str, rev: str = "HEAD", *, force: bool = False,
+               **kw) -> RefChange:
+        """Create branch ``name`` at ``rev``; ``force`` moves an existing branch."""
+        from .ops.refs import create
+        return create(self, "branch", name, rev, force=force, **kw)
+
+    def delete_branch(self, name: str, *, force: bool = False, **kw) -> RefChange:
+        """Delete branch ``name``; refused (``UsageError``) for the branch HEAD is on,
+        and for one whose commits nothing else reaches unless ``force``."""
+        from .ops.refs import delete
+        return delete(self, "branch", name, force=force, **kw)
+
     def gc(self, **kw):
-        """Delete what no ref, tag or run reaches; see ``gc``."""
+        """Delete what no root (ref, HEAD, live mount, ...) reaches; see ``gc``."""
         from .ops.gc import gc
         return gc(self, **kw)
 

@@ -4,26 +4,58 @@ Every error a user can cause or meet is a ``VfsError`` subclass whose message sa
 what is wrong and what to do. Each class carries an exit code (used only by the CLI)
 and an errno (used only by the FUSE adapter). Programming errors are deliberately
 *not* ``VfsError``: they must surface as tracebacks, not as polite messages.
+
+Besides the one-line message an error may carry structured fields for programs:
+``op`` (the operation, e.g. ``"snapshot"``), ``path``, ``object_id`` (hex),
+``cause`` (the underlying exception) and ``retryable`` (whether trying the same thing
+again may succeed: True for ``LockBusy``, ``FileChanged`` and ``RefChanged``).
+``to_dict()`` gives them all as JSON-ready values.
 Thread-safe: the classes hold no shared state.
 """
 
 from __future__ import annotations
 
 import errno as _errno
+import os
 
 
 class VfsError(Exception):
-    """Base of every expected versionfs failure."""
+    """Base of every expected versionfs failure.
+
+    ``retryable`` is a class default that one error may override (``retryable=``).
+    ``object_id`` accepts raw id bytes or hex and is kept as hex.
+    """
 
     exit_code = 1
     errno = _errno.EIO
+    retryable = False
+    filename: str | bytes | None = None  # set by ``from_oserror``
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, op: str | None = None, path: str | None = None,
+                 object_id: bytes | str | None = None, cause: BaseException | None = None,
+                 retryable: bool | None = None):
         super().__init__(message)
         self.message = message
+        self.op = op
+        self.path = path
+        self.object_id = object_id.hex() if isinstance(object_id, (bytes, bytearray)) \
+            else object_id
+        self.cause = cause
+        if retryable is not None:
+            self.retryable = retryable
 
     def __str__(self) -> str:
         return self.message
+
+    def to_dict(self) -> dict:
+        """The error as JSON-ready values (``cause`` as its type and text)."""
+        cause = self.cause
+        return {
+            "error": type(self).__name__, "message": self.message,
+            "exit_code": self.exit_code, "errno": self.errno, "retryable": self.retryable,
+            "op": self.op, "path": self.path, "object_id": self.object_id,
+            "cause": None if cause is None else f"{type(cause).__name__}: {cause}",
+        }
 
 
 class UsageError(VfsError):
@@ -94,6 +126,16 @@ class LockBusy(VfsError):
 
     exit_code = 6
     errno = _errno.EBUSY
+    retryable = True
+
+
+class RefChanged(VfsError):
+    """A ref or HEAD no longer holds the value the operation read before changing it
+    (a writer that ignored the lock moved it); nothing was changed, so a retry may work."""
+
+    exit_code = 6
+    errno = _errno.EAGAIN
+    retryable = True
 
 
 class Conflict(VfsError):
@@ -108,6 +150,7 @@ class FileChanged(VfsError):
 
     exit_code = 8
     errno = _errno.EAGAIN
+    retryable = True
 
 
 class CorruptObject(VfsError):
@@ -145,8 +188,8 @@ class NoSuchAttribute(VfsError):
     exit_code = 5
     errno = _errno.ENODATA
 
-    def __init__(self, message: str, code: int | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, code: int | None = None, **fields):
+        super().__init__(message, **fields)
         if code is not None:
             self.errno = code
 
@@ -158,21 +201,35 @@ class MountError(VfsError):
     errno = _errno.EIO
 
 
-def from_oserror(exc: OSError, doing: str) -> VfsError:
+class RepositoryDamaged(VfsError):
+    """``vfs fsck`` found problems (listed before this message)."""
+
+    exit_code = 1
+
+
+def from_oserror(exc: OSError, doing: str, *, op: str | None = None) -> VfsError:
     """Turn an ``OSError`` met while ``doing`` something into the matching VfsError.
 
     ``doing`` reads as a phrase: "reading data/x.csv". Errors with no specific
-    class keep their strerror so the message stays precise.
+    class keep their strerror so the message stays precise. The result keeps the
+    OSError's ``errno`` and ``filename`` (also as ``path``) and the OSError as ``cause``.
     """
     where = f"{doing}: {exc.strerror or exc}"
     if exc.errno == _errno.ENOSPC or exc.errno == _errno.EDQUOT:
-        return StorageFull(f"no space left while {where}; free some space and retry")
-    if exc.errno in (_errno.EACCES, _errno.EPERM):
-        return AccessDenied(f"permission denied while {where}; check the file's permissions")
-    if exc.errno == _errno.ENOENT:
-        return PathNotFound(f"not found while {where}")
-    if exc.errno == _errno.EROFS:
-        return AccessDenied(f"read-only filesystem while {where}")
-    err = VfsError(f"error while {where}")
-    err.errno = exc.errno or _errno.EIO
+        cls, text = StorageFull, f"no space left while {where}; free some space and retry"
+    elif exc.errno in (_errno.EACCES, _errno.EPERM):
+        cls, text = AccessDenied, \
+            f"permission denied while {where}; check the file's permissions"
+    elif exc.errno == _errno.ENOENT:
+        cls, text = PathNotFound, f"not found while {where}"
+    elif exc.errno == _errno.EROFS:
+        cls, text = AccessDenied, f"read-only filesystem while {where}"
+    else:
+        cls, text = VfsError, f"error while {where}"
+    filename = exc.filename
+    path = os.fsdecode(filename) if isinstance(filename, (str, bytes)) else None
+    err = cls(text, op=op, path=path, cause=exc)
+    if exc.errno:
+        err.errno = exc.errno
+    err.filename = filename
     return err

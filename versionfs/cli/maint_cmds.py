@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import VfsError
-from ..repo.repository import find_repo_dir
+from ..errors import RepositoryDamaged
 
 if TYPE_CHECKING:
     from ..ops.fsck import FsckResult
@@ -20,12 +18,6 @@ from .format import fmt_bytes
 
 # Phases whose counts are bytes (shown as sizes), the others count objects.
 _BYTE_PHASES = ("verify data",)
-
-
-class RepositoryDamaged(VfsError):
-    """``vfs fsck`` found problems (listed before this message)."""
-
-    exit_code = 1
 
 
 class PhaseBars:
@@ -75,43 +67,22 @@ class PhaseBars:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def gc_cmd(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
-    """Remove commits, records and blobs that no branch, tag, HEAD or run reaches.
+    """Remove commits, records and blobs that no branch, tag, HEAD or live mount reaches.
 
     Also compacts pack files that are mostly unused and removes leftovers of
-    interrupted writes. Takes the repository lock; mounts of commits that are still
-    reachable are unaffected.
+    interrupted writes. Takes the repository lock; mounts are unaffected (the commits
+    they serve are kept).
     """
     repo = open_repo(ctx)
     with PhaseBars() as bars:
         from ..ops.gc import gc
-        result = gc(repo, dry_run=dry_run, progress=bars, on_wait=info,
-                    keep=mounted_commits(repo))
+        result = gc(repo, dry_run=dry_run, progress=bars, on_wait=info)
     for w in result.warnings:
         warn(w)
     if as_json:
         emit_json(asdict(result))
         return
     click.echo(gc_summary(result))
-
-
-def mounted_commits(repo) -> set[bytes]:
-    """Commits that live versionfs mounts of this repository serve: gc keeps them."""
-    try:
-        from ..repo.mounts import active_mounts
-        mounts = active_mounts()
-    except (ImportError, OSError, VfsError):
-        return set()  # no mount support here, or no mount table: nothing is mounted
-    here = os.path.realpath(repo.vfs_dir)
-    out = set()
-    for _, state in mounts:
-        if state is None or not state.commit:
-            continue
-        try:
-            if os.path.realpath(find_repo_dir(state.repo)[0]) == here:
-                out.add(bytes.fromhex(state.commit))
-        except (VfsError, ValueError):
-            continue  # another repository, or a remote one
-    return out
 
 
 def gc_summary(r: GcResult) -> str:

@@ -284,43 +284,29 @@ def cat(ctx, spec: str) -> None:
 
 
 def _ref_command(kind: str):
-    prefix = "tags/" if kind == "tag" else "heads/"
-
     @click.pass_context
-    def command(ctx, name, rev, delete, force, as_json):
+    def command(ctx, name, rev, delete, force, as_json, delete_force=False):
+        from ..ops import refs as ref_ops
         repo = open_repo(ctx)
         if name is None:
-            refs = repo.refs(prefix)
-            current = repo.head_ref()
+            listed = ref_ops.list_refs(repo, kind)
             if as_json:
-                emit_json({k[len(prefix):]: v.hex() for k, v in refs.items()})
+                emit_json({r.name: r.commit.hex() for r in listed})
                 return
-            for ref, cid in refs.items():
-                mark = "* " if kind == "branch" and ref == current else \
-                    "  " if kind == "branch" else ""
-                click.echo(f"{mark}{ref[len(prefix):]:<24} {cid.hex()[:12]}")
+            for r in listed:
+                mark = ("* " if r.head else "  ") if kind == "branch" else ""
+                click.echo(f"{mark}{r.name:<24} {r.commit.hex()[:12]}")
             return
-        from ..ops.snapshot import check_ref_name
-        check_ref_name(name, kind)
-        cid = None if delete else repo.resolve(rev)
-        with repo.lock(on_wait=info), repo.index.write() as txn:
-            existing = txn.ref(prefix + name)
-            if delete:
-                if existing is None:
-                    raise UsageError(f"no {kind} named {name!r}; 'vfs {kind}' lists them")
-                if kind == "branch" and (txn.meta("HEAD") or b"").decode() == prefix + name:
-                    raise UsageError(f"cannot delete branch {name!r}: HEAD is on it; "
-                                     "check out another branch first")
-                txn.delete("refs", (prefix + name).encode())
-            elif existing is not None and not force:
-                raise UsageError(f"{kind} {name!r} already exists; use --force to move it "
-                                 f"or -d to delete it")
-            else:
-                txn.set_ref(prefix + name, cid)
-        if delete:
-            click.echo(f"deleted {kind} {name} (was {existing.hex()[:12]})")
+        if delete or delete_force:
+            res = ref_ops.delete(repo, kind, name, force=force or delete_force, on_wait=info)
         else:
-            click.echo(f"{kind} {name} -> {cid.hex()[:12]}")
+            res = ref_ops.create(repo, kind, name, rev, force=force, on_wait=info)
+        if as_json:
+            emit_json(res.to_dict())
+        elif res.action == "deleted":
+            click.echo(f"deleted {kind} {name} (was {res.previous.hex()[:12]})")
+        else:
+            click.echo(f"{kind} {name} -> {res.commit.hex()[:12]}")
 
     return command
 
@@ -328,8 +314,16 @@ def _ref_command(kind: str):
 def _add_ref_command(kind: str, doc: str) -> None:
     cmd = _ref_command(kind)
     cmd.__doc__ = doc
-    cmd = click.option("--json", "as_json", is_flag=True, help=f"List {kind}s as JSON.")(cmd)
-    cmd = click.option("-f", "--force", is_flag=True, help=f"Move an existing {kind}.")(cmd)
+    cmd = click.option("--json", "as_json", is_flag=True,
+                       help=f"Print as JSON (the {kind}s, or what changed).")(cmd)
+    if kind == "branch":
+        cmd = click.option("-D", "delete_force", is_flag=True,
+                           help="Delete the branch NAME even if nothing else reaches "
+                           "its commits.")(cmd)
+        force_help = "Move an existing branch; with -d, delete it like -D."
+    else:
+        force_help = "Move an existing tag."
+    cmd = click.option("-f", "--force", is_flag=True, help=force_help)(cmd)
     cmd = click.option("-d", "--delete", is_flag=True, help=f"Delete the {kind} NAME.")(cmd)
     cmd = click.argument("rev", default="HEAD")(cmd)
     cmd = click.argument("name", required=False)(cmd)
@@ -348,6 +342,7 @@ _add_ref_command("branch", """Create, list or delete branches.
 \b
   vfs branch              list branches (* marks HEAD's)
   vfs branch NAME [REV]   create a branch at REV (default HEAD)
-  vfs branch -d NAME      delete a branch
+  vfs branch -d NAME      delete a branch whose commits another ref or HEAD reaches
+  vfs branch -D NAME      delete a branch anyway (its own commits are left for gc)
 Switch with 'vfs checkout NAME'; snapshots advance the branch HEAD is on.
 """)

@@ -1,5 +1,5 @@
-"""The verbs, one module each: snapshot, checkout, diff, gc, fsck; and the helpers
-they share below them: reachability (``reach``) and gc/fsck roots (``roots``).
+"""The verbs, one module each: snapshot, checkout, diff, refs (tags and branches),
+gc, fsck; and the helpers they share below them: reachability (``reach``) and gc/fsck roots (``roots``).
 
 Verbs do not import each other (tests/test_layers.py); the public ``versionfs.Repo``
 (api.py) and the CLI put them together.

@@ -62,6 +62,7 @@ from ..workspace.materialize import (
     Apply,
 )
 from ..records.model import Kind, ObjectId, TreeEntry, check_name
+from ..repo import refs
 from ..repo.repository import VFS_DIR, Repo
 from ..workspace.scan import (
     RACY_NS,
@@ -121,7 +122,9 @@ def checkout(repo: Repo, rev: str, *, into: str | None = None, force: bool = Fal
 
 
 def _checkout_workspace(repo, rev, cid, force, warn, progress_factory) -> CheckoutResult:
-    head = repo.head()
+    with repo.index.read() as txn:
+        seen = refs.read_head(txn)
+        head = refs.head_commit(txn, seen)
     h_root = repo.commit(head).tree if head is not None else None
     t_root = repo.commit(cid).tree
     if repo.tree(t_root).get(VFS_DIR) is not None:
@@ -140,8 +143,8 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory) -> Checko
         scanned = plan.scanned
     apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory)
     apply.run()
-    head_name = _head_after(repo, rev, cid)
-    _record(repo, scanned, apply, head_name)
+    head_name = _head_after(repo, rev, cid, seen)
+    _record(repo, scanned, apply, head_name, seen, cid)
     return _result(apply, plan, cid, head_name, None)
 
 
@@ -176,21 +179,23 @@ def _prepare_into(repo: Repo, into: str, force: bool) -> str:
     return root
 
 
-def _head_after(repo: Repo, rev: str, cid: ObjectId) -> str:
+def _head_after(repo: Repo, rev: str, cid: ObjectId, seen: refs.Head) -> str:
     """What HEAD should name after checking out ``rev``: a branch or a bare id."""
     name = rev.strip()
     if name == "HEAD":
-        return repo.head_ref() or cid.hex()
-    refs = repo.refs("heads/")
-    for ref in (name, f"heads/{name}"):
-        if ref.startswith("heads/") and refs.get(ref) == cid:
+        return seen.branch or cid.hex()
+    branches = repo.refs(refs.BRANCH_PREFIX)
+    for ref in (name, refs.BRANCH_PREFIX + name):
+        if ref.startswith(refs.BRANCH_PREFIX) and branches.get(ref) == cid:
             return ref
     return cid.hex()
 
 
-def _record(repo: Repo, scanned: dict, apply: Apply, head_name: str) -> None:
+def _record(repo: Repo, scanned: dict, apply: Apply, head_name: str, seen: refs.Head,
+            cid: ObjectId) -> None:
     """One transaction: stat cache entries for what was hashed and what was written,
-    none for what was removed, and HEAD moved last."""
+    none for what was removed, and HEAD moved last, by compare-and-swap against the
+    HEAD read at the start (and the branch it lands on must still be at ``cid``)."""
     with repo.index.write() as txn:
         for key, value in scanned.items():
             if key not in apply.touched:
@@ -202,7 +207,9 @@ def _record(repo: Repo, scanned: dict, apply: Apply, head_name: str) -> None:
                 txn.delete("statcache", key)
         for key, value in apply.cache.items():
             txn.put("statcache", key, value)
-        txn.put("meta", b"HEAD", head_name.encode())
+        if head_name.startswith(refs.BRANCH_PREFIX):
+            refs.expect_ref(txn, head_name, cid)
+        refs.set_head(txn, head_name, expect=seen)
 
 
 # --------------------------------------------------------------------------

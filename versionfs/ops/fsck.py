@@ -1,7 +1,7 @@
 """Consistency check: find and name every damaged or missing object.
 
-``fsck`` checks, in one read transaction, that every ref and HEAD names a decodable
-commit; that commits' trees and parents exist; that trees decode (unsafe names such as
+``fsck`` checks, in one read transaction, that every root (the providers of
+``roots``: refs, HEAD, live mounts, ...) names a decodable commit; that commits' trees and parents exist; that trees decode (unsafe names such as
 ``..`` are reported, not followed), are sorted and hold sane entries; that every file
 entry's record and chunks exist; that every chunk location points into an existing
 blob and fits inside it; and that statcache entries name data that exists. With
@@ -21,7 +21,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import reach
+from . import reach, roots
 from ..errors import CorruptObject, VfsError
 from ..records.hashing import hash_bytes
 from ..records.model import BlobKind, ChunkLoc, ObjectId, commit_id, decode_chunkloc, file_id, tree_id
@@ -93,7 +93,7 @@ def fsck(repo, *, verify_data: bool = False, progress: Progress | None = None) -
     damage = _Damage()
     with repo.index.read() as txn:
         _check_format(txn, report)
-        root_ids = reach.roots(txn, report)
+        root_ids = roots.collect(repo, txn, report).all
         live = reach.mark(txn, root_ids, repo.params.threshold, report=report,
                           progress=progress)
         locs, used_blobs = _check_locations(txn, blobs, damage)

@@ -1,7 +1,7 @@
-"""Garbage collection: remove what no ref, HEAD or run record reaches.
+"""Garbage collection: remove what no root (ref, HEAD, live mount, ...) reaches.
 
 ``gc`` marks every commit (with all parents), tree, file record and chunk reachable
-from the roots (see ``reach``), then:
+from the roots (the providers of ``roots``; the walk is ``reach``), then:
 
 1. in ONE write transaction deletes every unreachable record and every statcache
    entry whose file id is no longer reachable (a later snapshot trusting such an
@@ -30,12 +30,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from . import reach
+from . import reach, roots
 from ..errors import CorruptObject, LockBusy, VfsError
 from ..records.model import BlobKind, ChunkLoc, decode_chunkloc
-from .reach import Progress, run_roots, statcache_file_id
+from .reach import Progress, statcache_file_id
 
-__all__ = ["GcResult", "gc", "run_roots"]
+__all__ = ["GcResult", "gc"]
 
 # A pack is rewritten when less than this share of its bytes is still used.
 REWRITE_BELOW = 0.5
@@ -65,8 +65,9 @@ def gc(repo, *, dry_run: bool = False, progress: Progress | None = None,
        on_wait: Callable[[str], None] | None = None, keep: Iterable[bytes] = ()) -> GcResult:
     """Remove unreachable records, blobs and tmp leftovers; compact sparse packs.
 
-    ``keep`` adds commit ids to the roots (the CLI passes the commits that live
-    mounts serve, so a mount of an otherwise unreachable commit keeps working).
+    The roots are those of every provider in ``roots`` (refs, HEAD, the commits
+    that live mounts of this repository serve, and any a feature registered);
+    ``keep`` adds more commit ids (unknown ids are ignored).
 
     Error handling: raises ``CorruptObject`` (and removes nothing) when the walk
     from the roots meets a missing or undecodable commit, tree or file record;
@@ -92,10 +93,11 @@ def _mark(repo, txn, progress, keep) -> tuple[dict[bytes, str], reach.Reachable]
         if kind in reach.BLOCKING:
             blocking.append(message)
 
-    root_ids = reach.roots(txn, report)
+    found = roots.collect(repo, txn, report)
+    root_ids = found.index  # compared again before the sweep; the others are kept
     keep = {k: why for k, why in keep.items() if txn.has("commits", k)}  # gone: nothing to keep
-    live = reach.mark(txn, {**keep, **root_ids}, repo.params.threshold, report=report,
-                      progress=progress)
+    live = reach.mark(txn, {**found.outside, **keep, **root_ids}, repo.params.threshold,
+                      report=report, progress=progress)
     if blocking:
         more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
         raise CorruptObject(
@@ -271,7 +273,7 @@ def _collect(repo, progress, keep) -> GcResult:
     with repo.index.read() as txn:
         root_ids, live = _mark(repo, txn, progress, keep)
     with repo.index.write() as txn:
-        if reach.roots(txn) != root_ids:
+        if roots.index_roots(repo, txn) != root_ids:
             raise LockBusy("the repository's refs changed while gc ran (a writer that "
                            "does not take the lock?); nothing was removed, retry")
         dead = _dead_keys(txn, live)

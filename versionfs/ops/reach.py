@@ -1,11 +1,11 @@
 """Reachability: which records and chunks the repository's roots keep alive.
 
-The roots are every ref, HEAD (also when detached) and the commits that run records
-name. ``mark`` walks commits (all parents), trees, file records and chunks from the
-roots, visiting each distinct object once, and reports what it cannot follow through
-a callback, so ``gc`` can refuse to sweep a damaged repository while ``fsck`` lists
-the damage and carries on. ``users_of`` answers the reverse question for a few bad
-ids: which commits and paths use them.
+The roots (every ref, HEAD, the commits live mounts serve, ...) come from the root
+providers of ``ops.roots``. ``mark`` walks commits (all parents), trees, file records
+and chunks from the roots, visiting each distinct object once, and reports what it
+cannot follow through a callback, so ``gc`` can refuse to sweep a damaged repository
+while ``fsck`` lists the damage and carries on. ``users_of`` answers the reverse question for a few bad
+ids: which commits and paths use them; ``ancestors`` walks commit parents only.
 
 Thread-safety: functions only; each works inside the one transaction it is given.
 """
@@ -15,18 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgpack
-
 from ..errors import CorruptObject
 from ..records.hashing import hash_bytes
 from ..records.model import (
-    ID_LEN, Kind, ObjectId, decode_statcache, decode_chunkloc, decode_commit, decode_file, decode_tree,
+    Kind, ObjectId, decode_statcache, decode_chunkloc, decode_commit, decode_file, decode_tree,
 )
 
 EMPTY_ID = ObjectId(hash_bytes(b""))
-
-# Keys of a run record (a msgpack map) that name commits gc must keep.
-RUN_COMMIT_KEYS = ("inputs_commit", "outputs_commit")
 
 # Kinds of problem after which the mark is incomplete (something could not be walked).
 BLOCKING = frozenset({"ref", "head", "commit", "tree", "file"})
@@ -48,39 +43,6 @@ class Reachable:
     chunks: set[bytes] = field(default_factory=set)
 
 
-def _as_commit_id(value) -> bytes | None:
-    if isinstance(value, bytes) and len(value) == ID_LEN:
-        return value
-    if isinstance(value, str) and len(value) == ID_LEN * 2:
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            return None
-    return None
-
-
-def run_roots(txn) -> set[bytes]:
-    """Commit ids that run records name (``inputs_commit``/``outputs_commit``).
-
-    A run record is expected to be a msgpack map; values that do not decode as one
-    name no commit. This is the hook through which the runs feature keeps the
-    commits of its runs alive across ``vfs gc``.
-    """
-    out: set[bytes] = set()
-    for _, raw in txn.items("runs"):
-        try:
-            rec = msgpack.unpackb(raw, raw=False)
-        except Exception:  # msgpack raises several unrelated types on bad input
-            continue
-        if not isinstance(rec, dict):
-            continue
-        for key in RUN_COMMIT_KEYS:
-            cid = _as_commit_id(rec.get(key))
-            if cid is not None:
-                out.add(cid)
-    return out
-
-
 def statcache_file_id(value: bytes) -> bytes | None:
     """The file id a statcache value ends with, or None when it is malformed.
 
@@ -89,29 +51,6 @@ def statcache_file_id(value: bytes) -> bytes | None:
     """
     rec = decode_statcache(value)
     return bytes(rec[1]) if rec is not None else None
-
-
-def roots(txn, report: Report | None = None) -> dict[bytes, str]:
-    """Every root commit id, with a label saying where it comes from."""
-    out: dict[bytes, str] = {}
-    for name, value in txn.items("refs"):
-        label = name.decode("utf-8", "replace")
-        if len(value) != ID_LEN:
-            if report:
-                report("ref", label, f"ref {label} is malformed ({len(value)} bytes)")
-            continue
-        out.setdefault(bytes(value), f"ref {label}")
-    head = (txn.meta("HEAD") or b"").decode("utf-8", "replace")
-    if head and not head.startswith("heads/"):
-        cid = _as_commit_id(head)
-        if cid is None:
-            if report:
-                report("head", "HEAD", f"HEAD is neither a branch nor a commit id: {head!r}")
-        else:
-            out.setdefault(cid, "detached HEAD")
-    for cid in run_roots(txn):
-        out.setdefault(cid, "a run record")
-    return out
 
 
 def mark(txn, root_ids: dict[bytes, str], threshold: int, *, report: Report,
@@ -248,7 +187,7 @@ def users_of(txn, root_ids, bad: set[bytes], threshold: int,
     memo: dict[bytes, list[tuple[str, bytes]]] = {}
     files: dict[bytes, list[bytes]] = {}
     out: dict[bytes, list[str]] = {b: [] for b in bad}
-    commits = _commit_ids(txn, root_ids)
+    commits = ancestors(txn, root_ids)
     for cid in sorted(commits):
         raw = txn.get("commits", cid)
         try:
@@ -263,9 +202,11 @@ def users_of(txn, root_ids, bad: set[bytes], threshold: int,
     return out
 
 
-def _commit_ids(txn, root_ids) -> set[bytes]:
+def ancestors(txn, root_ids) -> set[bytes]:
+    """The commits ``root_ids`` reach through parents (themselves included); commits
+    that are missing or do not decode end their line of the walk."""
     seen: set[bytes] = set()
-    stack = list(root_ids)
+    stack = [bytes(c) for c in root_ids]
     while stack:
         cid = stack.pop()
         if cid in seen:

@@ -4,7 +4,9 @@ Order of durability, so that a crash at any moment leaves every earlier commit i
 content goes to tmp/, is fsynced and renamed into objects/ or packs/; then ONE LMDB
 transaction adds the chunk locations, file and tree records, the commit, the stat
 cache updates and moves the branch (and tag). Until that transaction commits, nothing
-new is reachable; afterwards, everything it references is already durable.
+new is reachable; afterwards, everything it references is already durable. The branch
+moves by compare-and-swap against the parent read at the start (``refs.advance_head``),
+so even a writer that ignored the lock cannot make a commit get lost.
 
 Thread-safety: runs under the repository write lock; one snapshot at a time.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -21,10 +22,12 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..records.model import Commit, Kind, ObjectId, commit_id, encode_commit
+from ..repo import refs
+from ..repo.refs import check_ref_name
 from ..repo.repository import Repo
 from ..workspace.scan import WorkTree, scan_workspace
 
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+/-]*$")
+__all__ = ["SnapshotResult", "check_ref_name", "default_author", "snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +41,6 @@ class SnapshotResult:
     bytes_stored: int
     skipped: tuple[str, ...]
     tag: str | None
-
-
-def check_ref_name(name: str, what: str = "tag") -> None:
-    if not _TAG_RE.match(name) or name.endswith("/") or "//" in name or ".." in name \
-            or name == "HEAD" or re.fullmatch(r"[0-9a-f]{4,64}", name):
-        raise UsageError(
-            f"invalid {what} name {name!r}: use letters, digits and . _ + - / "
-            "starting with a letter, digit or _ (not HEAD, not a hex commit id)")
 
 
 def default_author() -> str:
@@ -67,8 +62,9 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
     """Snapshot the workspace into a commit on the current branch.
 
     Error handling: ``UsageError`` for a bad or existing tag; the scan's errors
-    (``PathNotFound``, ``FileChanged``, ``AccessDenied``, ``StorageFull``); on any
-    error nothing becomes visible and stored content is left for ``vfs gc``.
+    (``PathNotFound``, ``FileChanged``, ``AccessDenied``, ``StorageFull``);
+    ``RefChanged`` when HEAD's branch (or the tag) moved since the snapshot read it;
+    on any error nothing becomes visible and stored content is left for ``vfs gc``.
     """
     if tag is not None:
         check_ref_name(tag)
@@ -139,11 +135,7 @@ def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool) -> 
                 txn.delete("statcache", key)
         if cid is not None:
             txn.put("commits", cid, enc)
-            head = (txn.meta("HEAD") or b"").decode()
-            if head.startswith("heads/"):
-                txn.set_ref(head, cid)
-            else:
-                txn.put("meta", b"HEAD", cid.hex().encode())
+            refs.advance_head(txn, cid, expect=parent)
         target = cid or parent
         if tag is not None and target is not None:
-            txn.set_ref(f"tags/{tag}", target)
+            refs.set_ref(txn, refs.TAG_PREFIX + tag, target, expect=None)

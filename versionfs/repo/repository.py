@@ -34,6 +34,7 @@ from ..errors import (
     UnsupportedFormat, from_oserror,
 )
 from ..store.index import Index
+from . import refs as _refs
 from ..records.model import (
     ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry, decode_commit,
     decode_file, decode_tree,
@@ -128,7 +129,7 @@ class Repo:
             idx = Index(os.path.join(vfs_dir, "index.lmdb"))
             with idx.write() as txn:
                 txn.put("meta", b"format", str(FORMAT_VERSION).encode())
-                txn.put("meta", b"HEAD", f"heads/{DEFAULT_BRANCH}".encode())
+                _refs.set_head(txn, _refs.BRANCH_PREFIX + DEFAULT_BRANCH, expect=_refs.ANY)
             idx.close()
             _write_config(os.path.join(vfs_dir, "config.toml"), params or ChunkParams())
         except OSError as exc:
@@ -211,23 +212,23 @@ class Repo:
                 time.sleep(0.05)
 
     # -- refs and revisions --------------------------------------------------
+    def head_state(self) -> _refs.Head:
+        """What HEAD names: a branch or a detached commit (``refs.Head``)."""
+        with self.index.read() as txn:
+            return _refs.read_head(txn)
+
     def head_ref(self) -> str | None:
         """The branch HEAD follows (``heads/main``), or None when detached."""
-        with self.index.read() as txn:
-            raw = txn.meta("HEAD") or b""
-        text = raw.decode()
-        return text if text.startswith("heads/") else None
+        return self.head_state().branch
 
     def head(self) -> ObjectId | None:
+        """The commit HEAD stands on; None before the first commit."""
         with self.index.read() as txn:
-            raw = (txn.meta("HEAD") or b"").decode()
-            if raw.startswith("heads/"):
-                return txn.ref(raw)
-            return ObjectId.from_hex(raw) if raw else None
+            return _refs.head_commit(txn)
 
     def refs(self, prefix: str = "") -> dict[str, ObjectId]:
         with self.index.read() as txn:
-            return txn.refs(prefix)
+            return _refs.list_refs(txn, prefix)
 
     def resolve(self, rev: str) -> ObjectId:
         """The commit id named by ``rev`` (id or prefix, tag, branch, HEAD, X~N)."""
@@ -246,15 +247,13 @@ class Repo:
     def _resolve_base(self, name: str, rev: str) -> ObjectId:
         with self.index.read() as txn:
             if name == "HEAD":
-                raw = (txn.meta("HEAD") or b"").decode()
-                cid = txn.ref(raw) if raw.startswith("heads/") else (
-                    ObjectId.from_hex(raw) if raw else None)
+                cid = _refs.head_commit(txn)
                 if cid is None:
                     raise UnknownRevision("HEAD has no commit yet; run 'vfs snapshot' first")
                 return cid
             for ref in (name, f"tags/{name}", f"heads/{name}"):
-                if ref.startswith(("tags/", "heads/")):
-                    cid = txn.ref(ref)
+                if ref.startswith((_refs.TAG_PREFIX, _refs.BRANCH_PREFIX)):
+                    cid = _refs.read_ref(txn, ref)
                     if cid is not None:
                         return cid
             low = name.lower()
@@ -266,7 +265,7 @@ class Repo:
                     shown = ", ".join(m.short for m in matches[:5])
                     raise AmbiguousRevision(
                         f"revision {name!r} is ambiguous ({shown}); give more hex digits")
-            names = [r.split("/", 1)[1] for r in txn.refs()] + ["HEAD"]
+            names = [_refs.short_name(r) for r in _refs.list_refs(txn)] + ["HEAD"]
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(close)}?" if close else \
             "; 'vfs log' lists commits and 'vfs tag' lists tags"
@@ -293,7 +292,8 @@ class Repo:
         with self.index.read() as txn:
             raw = txn.get("commits", cid)
         if raw is None:
-            raise MissingObject(f"commit {ObjectId(cid).short} is missing; run 'vfs fsck'")
+            raise MissingObject(f"commit {ObjectId(cid).short} is missing; run 'vfs fsck'",
+                                object_id=bytes(cid))
         return decode_commit(raw)
 
     def tree(self, tid: bytes) -> Tree:
@@ -305,7 +305,8 @@ class Repo:
         with self.index.read() as txn:
             raw = txn.get("trees", tid)
         if raw is None:
-            raise MissingObject(f"tree {ObjectId(tid).short} is missing; run 'vfs fsck'")
+            raise MissingObject(f"tree {ObjectId(tid).short} is missing; run 'vfs fsck'",
+                                object_id=bytes(tid))
         tree = decode_tree(raw)
         with self._trees_lock:
             self._trees[tid] = tree
