@@ -39,7 +39,8 @@ class ChunkReader:
     def locate(self, cid: bytes) -> ChunkLoc:
         loc = self.chunks.locate(cid)
         if loc is None:
-            raise MissingObject(f"chunk {ObjectId(cid).short} is missing; run 'vfs fsck'")
+            raise MissingObject(f"chunk {ObjectId(cid).short} is missing; run 'vfs fsck'",
+                                object_id=cid)
         return loc
 
     def is_local(self, cid: bytes) -> bool:
@@ -78,7 +79,8 @@ class ChunkReader:
         if digest != cid:
             raise CorruptObject(
                 f"chunk {ObjectId(cid).short} in blob {loc.blob.short} is damaged "
-                "(its bytes do not match its id); run 'vfs fsck --verify-data'")
+                "(its bytes do not match its id); run 'vfs fsck --verify-data'",
+                object_id=cid)
         return data
 
     def load_range(self, loc: ChunkLoc, offset: int, length: int) -> bytes | None:
