@@ -382,6 +382,83 @@ def test_diff_against_the_workspace(hist):
     assert hist.json("diff", "--json", "HEAD~1", "HEAD", "c3.txt")["added"] == ["c3.txt"]
 
 
+@pytest.fixture
+def tagged(cli, tmp_path):
+    """A workspace with commits tagged v1 and v2 (v2 adds b.txt, edits a.txt) and an
+    uncommitted edit of a.txt; returns a runner in it."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    cli("init", cwd=ws)
+    (ws / "a.txt").write_text("one\n")
+    (ws / "sub").mkdir()
+    (ws / "sub" / "s.txt").write_text("s\n")
+    cli("snapshot", "-m", "one", "-t", "v1", cwd=ws)
+    (ws / "a.txt").write_text("two\n")
+    (ws / "b.txt").write_text("b\n")
+    cli("snapshot", "-m", "two", "-t", "v2", cwd=ws)
+    (ws / "a.txt").write_text("three\n")
+
+    def run_in(*args, fail=None):
+        if fail is None:
+            return cli(*args, cwd=ws)
+        return cli.fail(*args, cwd=ws, code=fail)
+    run_in.ws = ws
+    return run_in
+
+
+def _one_line(res) -> str:
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+def test_diff_an_unknown_revision_or_path_is_an_error(tagged):
+    """A mistyped revision must not read as 'no changes' (a path of that name does
+    not exist either): exit 4, one line naming it, like git's 'unknown revision or
+    path not in the working tree'."""
+    for args in (("v1", "zzzz"), ("zzzz",), ("v1", "v2", "zzzz"), ("v1", "a.txt", "zzzz")):
+        res = tagged("diff", *args, fail=4)
+        line = _one_line(res)
+        assert "'zzzz'" in line and "unknown revision" in line and "no such path" in line
+        assert "vfs log" in line
+        assert res.stdout == ""
+    # the resolver's close matches are kept
+    line = _one_line(tagged("diff", "v1", "v3", fail=4))
+    assert "'v3'" in line and "did you mean" in line and "v1" in line
+    # a third revision is not taken for a path
+    line = _one_line(tagged("diff", "v1", "v2", "main", fail=2))
+    assert "'main'" in line and "./main" in line
+
+
+def test_diff_paths_that_exist_still_work(tagged):
+    assert tagged("diff", "v1", "v2", "a.txt").stdout.splitlines()[0] == "M a.txt"
+    assert tagged("diff", "v1", "v2", "sub").stdout == "no changes\n"
+    # a path only in the workspace, or only in a compared commit
+    (tagged.ws / "new.txt").write_text("n")
+    assert tagged("diff", "v2", "new.txt").stdout.splitlines()[0] == "A new.txt"
+    os.remove(tagged.ws / "b.txt")
+    assert tagged("diff", "v2", "b.txt").stdout.splitlines()[0] == "D b.txt"
+    assert tagged("diff", "v1", "v2", "b.txt").stdout.splitlines()[0] == "A b.txt"
+    # without a revision: HEAD against the workspace, below the path
+    assert tagged("diff", "a.txt").stdout.splitlines()[0] == "M a.txt"
+    assert tagged("diff", "./v1", fail=4).stderr.count("'./v1'") == 1
+
+
+def test_diff_double_dash_separates_revisions_from_paths(tagged):
+    assert tagged("diff", "v1", "v2", "--", "a.txt").stdout.splitlines()[0] == "M a.txt"
+    assert tagged("diff", "v1", "--", "a.txt").stdout.splitlines()[0] == "M a.txt"
+    assert tagged("diff", "--", "a.txt").stdout.splitlines()[0] == "M a.txt"
+    js = json.loads(tagged("diff", "--json", "v1", "--", "b.txt").stdout)
+    assert js["added"] == ["b.txt"]
+    # after --, a path that exists nowhere is simply an empty diff (as in git) ...
+    assert tagged("diff", "v1", "--", "zzzz").stdout == "no changes\n"
+    # ... and a name before it must be a revision
+    line = _one_line(tagged("diff", "zzzz", "--", "a.txt", fail=4))
+    assert "unknown revision 'zzzz'" in line
+    line = _one_line(tagged("diff", "v1", "v2", "v1", "--", "a.txt", fail=2))
+    assert "at most two revisions" in line
+
+
 def test_status(hist):
     js = hist.json("status", "--json")
     _check_diff_shape(js)

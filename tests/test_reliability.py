@@ -26,6 +26,7 @@ from versionfs.api import Repo
 from versionfs.errors import CorruptObject, FileChanged, LockBusy, MissingObject
 from versionfs.ops.fsck import fsck
 from versionfs.records.hashing import hash_bytes
+from versionfs.workspace.ingest import RACY_NS
 from versionfs.records.model import (
     BlobKind, ChunkRef, Commit, FileRecord, Kind, ObjectId, Tree, TreeEntry, commit_id,
     encode_commit, encode_file, encode_tree, file_id, tree_id,
@@ -374,7 +375,7 @@ def test_two_snapshots_at_once(storage):
 
 
 REWRITER = r"""
-import json, os, random, select, sys
+import json, os, random, select, sys, time
 from versionfs.records.hashing import hash_bytes
 
 path, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -387,37 +388,56 @@ with open(path, "wb") as f:
     f.write(model)
 states = {known[id(pool[0])]}
 rounds = 0
+slowest = 0   # the longest write system call, in ns
+
+
+def timed(call, *args):
+    global slowest
+    t = time.monotonic_ns()
+    ret = call(*args)
+    slowest = max(slowest, time.monotonic_ns() - t)
+    return ret
+
+
 fd = os.open(path, os.O_WRONLY)
 print("ready", flush=True)
-while not select.select([sys.stdin], [], [], 0)[0]:
+burst_end = time.monotonic() + rng.uniform(0.03, 0.15)
+while True:
+    pause = 0
+    if time.monotonic() >= burst_end:  # a quiet spell, in which a snapshot can succeed
+        pause = rng.uniform(0.13, 0.2)
+        burst_end = time.monotonic() + pause + rng.uniform(0.03, 0.15)
+    if select.select([sys.stdin], [], [], pause)[0]:
+        break
     rounds += 1
     op = rng.random()
     if op < 0.15:  # a patch in the middle
         at = rng.randrange(len(model) - 4096)
         patch = rng.randbytes(4096)
-        assert os.pwrite(fd, patch, at) == 4096
+        assert timed(os.pwrite, fd, patch, at) == 4096
         model[at: at + 4096] = patch
         states.add(hash_bytes(bytes(model)).hex())
         continue
     new = rng.choice(pool)
     if len(new) != len(model):  # resize first: the file passes through that state too
-        os.ftruncate(fd, len(new))
+        timed(os.ftruncate, fd, len(new))
         del model[len(new):]
         model.extend(bytes(len(new) - len(model)))
         states.add(hash_bytes(bytes(model)).hex())
-    assert os.pwrite(fd, new, 0) == len(new)
+    assert timed(os.pwrite, fd, new, 0) == len(new)
     model[:] = new
     states.add(known[id(new)])
 os.close(fd)
 print(json.dumps({"states": sorted(states), "final": hash_bytes(bytes(model)).hex(),
-                  "rounds": rounds}), flush=True)
+                  "rounds": rounds, "slowest": slowest}), flush=True)
 """
 
 
 class Rewriter:
     """Another process that keeps rewriting one file (new content, other sizes,
-    patches), and tells at the end the hash of every state the file went through
-    (after each write system call)."""
+    patches) in bursts of 30-150 ms separated by quiet spells of 130-200 ms, and tells
+    at the end the hash of every state the file went through (after each write
+    system call) and how long its slowest write system call took."""
 
     def __init__(self, path: Path, size: int, seed: int):
         self.proc = subprocess.Popen([sys.executable, "-c", REWRITER, str(path), str(size),
@@ -427,6 +447,7 @@ class Rewriter:
         self.states: set[str] = set()
         self.final = ""
         self.rounds = 0
+        self.slowest_ns = 0
 
     def stop(self) -> None:
         try:
@@ -436,6 +457,7 @@ class Rewriter:
             self.states = set(report["states"])
             self.final = report["final"]
             self.rounds = report["rounds"]
+            self.slowest_ns = report["slowest"]
         finally:
             reap(self.proc)
 
@@ -454,7 +476,13 @@ def expected_id(data: bytes, params) -> bytes:
 def test_file_changing_during_snapshot(storage, size):
     """One snapshot through the command line (exit code 8 and the file's name if it
     gives up), many more through the Python API, all while another process keeps
-    rewriting the file."""
+    rewriting the file in bursts.
+
+    The promise checked (docs/design.md, "Changed while read"): no commit holds bytes
+    the file never held, unless one write system call lasted longer than the racy
+    window (``RACY_NS``), which the writer measures; reads overlap the bursts (without
+    the window rule, plain stat checks let torn commits through), and the quiet
+    spells, longer than the window, let snapshots succeed."""
     ws = storage / "ws"
     ws.mkdir()
     for i in range(10):
@@ -474,7 +502,9 @@ def test_file_changing_during_snapshot(storage, size):
             assert "hot.bin" in line and "changing" in line
         outcomes.append(proc.returncode == 0)
         with Repo.open(str(ws)) as repo:
+            pace = random.Random(size)
             for attempt in range(60):
+                time.sleep(pace.uniform(0, 0.03))  # spread over the writer's bursts
                 try:
                     repo.snapshot(message=f"api {attempt}", allow_empty=True)
                     outcomes.append(True)
@@ -499,14 +529,22 @@ def test_file_changing_during_snapshot(storage, size):
                 "the stored id does not match the stored bytes"
             if h(data) not in writer.states:
                 torn.append(cid.short)
-        assert not torn, (f"{len(torn)} of {len(commits)} commits hold bytes the file "
-                          f"never held (torn reads): {torn}")
         # once the writer has stopped, a snapshot records the final state: the stat
         # cache did not keep an entry for a file that was changing
         repo.snapshot(message="settled")
         with repo.open("HEAD", "hot.bin") as f:
             assert f.read() == final
         assert_fsck_clean(repo, verify_data=True)
+    print(f"{len(commits)} of {len(outcomes)} snapshots committed, {len(torn)} torn; "
+          f"{writer.rounds} writes, slowest {writer.slowest_ns / 1e6:.1f} ms")
+    assert commits, "no snapshot succeeded in the writer's quiet spells"
+    if torn and writer.slowest_ns >= RACY_NS:
+        pytest.skip(f"{len(torn)} torn commits, but a write system call took "
+                    f"{writer.slowest_ns / 1e6:.0f} ms, longer than the "
+                    f"{RACY_NS / 1e6:.0f} ms the guarantee covers")
+    assert not torn, (f"{len(torn)} of {len(commits)} commits hold bytes the file "
+                      f"never held (torn reads): {torn}; slowest write system call "
+                      f"{writer.slowest_ns / 1e6:.1f} ms")
 
 
 # =====================================================================================

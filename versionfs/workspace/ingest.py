@@ -5,9 +5,28 @@ large files cut by FastCDC, either read in place (packing new chunks) or, on
 reflink filesystems, cloned into tmp/ first and hashed there (the clone is one atomic
 state of the file; chunks still sharing disk blocks with the previous version's
 object are reused without reading). Every read is checked against the file's stat
-before and after, and read twice when the file changed just before (a write in
-flight does not change the stat). It fills a ``WorkTree``, which the snapshot
-commits in one transaction.
+before and after; a file changed less than ``RACY_NS`` (+ a clock tick) before the
+read is not read until it has been quiet that long (see ``_unsettled``). It fills a
+``WorkTree``, which the snapshot commits in one transaction.
+
+Constants, and why:
+
+* ``RACY_NS`` (100 ms): a write sets ctime when it *starts* (Linux calls
+  ``file_update_time`` before copying the data), so a write still copying while we
+  read leaves the stat unchanged. A read is accepted only if it started at least
+  this long after the file's ctime: then a write overlapping it either changed the
+  ctime during the read (seen) or had been running for longer than 100 ms. Copying
+  1 MiB takes ~0.2 ms; under load a writer descheduled mid-copy for 5-20 ms left
+  both reads of the old double-read check with the same torn bytes (1 commit in 45
+  in CI), so the window must be long against scheduling delays, yet short enough
+  that a file written just before a snapshot delays it unnoticeably.
+* ``TICK_NS`` (10 ms): kernel timestamps come from the coarse clock
+  (``current_time``), which lags ``time.time_ns()`` by up to one jiffy (10 ms at
+  HZ=100, the slowest common setting); ``COARSE_TICK_NS`` (2 s) replaces it for a
+  ctime of whole seconds (ext4 with 128-byte inodes, FAT, some network mounts).
+* ``SETTLE_NS`` (300 ms): how much longer than one window we wait for a file that
+  keeps being written before giving up with ``FileChanged``.
+* ``RETRIES`` (3): reads that saw the stat change, before giving up.
 
 Thread-safety: an ``Ingestor`` is shared by the scan's worker threads; its shared
 state is guarded by ``lock``.
@@ -34,8 +53,12 @@ from ..store.blobs import fsync_dir
 from ..repo.repository import Repo
 
 # A file whose mtime or ctime is this close to the scan's start may still change
-# within the filesystem's timestamp granularity: it gets no stat cache entry.
+# within the filesystem's timestamp granularity: it gets no stat cache entry. A file
+# whose ctime is this close to a read (plus TICK_NS) is read only once it is not.
 RACY_NS = 100_000_000
+TICK_NS = 10_000_000
+COARSE_TICK_NS = 2_000_000_000
+SETTLE_NS = 300_000_000
 RETRIES = 3
 
 
@@ -190,26 +213,46 @@ class Ingestor:
             self._keep_chunk(data, job.fid)
 
     def _retrying(self, job: FileJob, attempt) -> None:
-        for _ in range(RETRIES):
+        """Run ``attempt`` until it reads the file: it returns True when done, False
+        when the file changed during the read (tried again at once, ``RETRIES`` times
+        in all), or how many ns to wait until the file has been quiet long enough."""
+        changed = 0
+        first = deadline = None
+        while True:
             try:
-                done = attempt(job)
+                res = attempt(job)
             except VfsError:
                 raise
             except OSError as exc:
                 raise from_oserror(exc, f"reading {job.rel}") from None
-            if done:
+            if res is True:
                 with self.lock:
                     self.work.stats.files_read += 1
                     self.work.stats.bytes_read += \
                         job.size if job.bytes_read is None else job.bytes_read
                 return
+            if res is False:
+                changed += 1
+                if changed >= RETRIES:
+                    why = f"{RETRIES} tries"
+                    break
+                continue
+            now = time.monotonic_ns()
+            if deadline is None:  # one full window, then SETTLE_NS more
+                first, deadline = now, now + res + SETTLE_NS
+            if now + res > deadline:
+                why = f"not {RACY_NS // 1_000_000} ms unchanged in " \
+                      f"{(now - first) / 1e9:.1f} s of waiting"
+                break
+            time.sleep(res / 1e9)
         raise FileChanged(
-            f"{job.rel} kept changing while it was being read ({RETRIES} tries); "
+            f"{job.rel} kept changing while it was being read ({why}); "
             "stop the program writing it, or add it to .vfsignore, and retry"
         )
 
-    def _ingest_any(self, job: FileJob, box: list | None = None) -> bool:
-        """One attempt at a file; False when it changed meanwhile (try again).
+    def _ingest_any(self, job: FileJob, box: list | None = None) -> bool | int:
+        """One attempt at a file: True when read, False when it changed meanwhile
+        (try again), or the ns to wait before a read can be trusted.
 
         The kind of storage follows the size seen on the open file, so a file that
         grew or shrank past the threshold since the walk is still stored right.
@@ -218,33 +261,29 @@ class Ingestor:
         try:
             started = time.time_ns()
             before = os.fstat(fd)
-            if before.st_size < self.params.threshold:
-                return self._small(job, fd, before, box, started)
-            if self.clones:
-                return self._clone(job, fd, before)
-            return self._stream(job, fd, before, started)
+            large = before.st_size >= self.params.threshold
+            if large and self.clones:
+                done = self._clone(job, fd, before)
+                if done is not None:
+                    return done
+            wait = _unsettled(before, started)
+            if wait > 0:
+                return wait
+            twice = wait < 0  # the clock is off: the best left is two agreeing reads
+            if large:
+                return self._stream(job, fd, before, twice)
+            return self._small(job, fd, before, box, twice)
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _recent(st: os.stat_result, started: int) -> bool:
-        """Whether a write may still have been under way while we read.
-
-        A write sets mtime and ctime when it starts, not when it ends, so a read
-        that overlaps a long write sees the same stat before and after, and bytes
-        of both states. Only a file changed just before the read can be in that
-        state; for those the caller reads a second time and compares.
-        """
-        return max(st.st_mtime_ns, st.st_ctime_ns) >= started - RACY_NS
-
-    def _small(self, job: FileJob, fd: int, before, box: list | None, started: int) -> bool:
+    def _small(self, job: FileJob, fd: int, before, box: list | None, twice: bool) -> bool:
         """A file below the threshold: one chunk whose id is the file's id."""
         data = _read_all(fd, before.st_size)
         after = os.fstat(fd)
         if stat_key(before) != stat_key(after) or len(data) != after.st_size \
                 or len(data) >= self.params.threshold:
             return False
-        if self._recent(after, started):
+        if twice:
             again = os.pread(fd, len(data) + 1, 0)
             if again != data or stat_key(os.fstat(fd)) != stat_key(after):
                 return False
@@ -257,14 +296,14 @@ class Ingestor:
         self._tick(len(data))
         return True
 
-    def _stream(self, job: FileJob, fd: int, before, started: int) -> bool:
+    def _stream(self, job: FileJob, fd: int, before, twice: bool) -> bool:
         """A large file read in place: cut, hash, and pack its new chunks."""
         refs, total = self._stream_pass(fd, store=self.store, tick=True)
         after = os.fstat(fd)
         if stat_key(before) != stat_key(after) or total != after.st_size \
                 or total < self.params.threshold:
             return False
-        if self._recent(after, started):
+        if twice:
             if self._stream_pass(fd, store=False, tick=False) != (refs, total) or \
                     stat_key(os.fstat(fd)) != stat_key(after):
                 return False
@@ -285,12 +324,13 @@ class Ingestor:
                 self._tick(len(chunk))
         return refs, reader.total
 
-    def _clone(self, job: FileJob, fd: int, before) -> bool:
-        """A large file cloned into tmp/ first, then hashed: an atomic picture of it."""
+    def _clone(self, job: FileJob, fd: int, before) -> bool | None:
+        """A large file cloned into tmp/ first, then hashed: an atomic picture of it
+        (FICLONE locks out writes). None when it cannot be cloned: read it instead."""
         tmp = self.repo.store.clone_to_tmp(fd)
         if tmp is None:  # e.g. workspace on another filesystem than the repository
             self.clones = False
-            return self._stream(job, fd, before, time.time_ns())
+            return None
         after = os.fstat(fd)
         try:
             if os.stat(tmp).st_size < self.params.threshold:
@@ -432,6 +472,26 @@ class Ingestor:
         self._end_reads()
         if self.pack is not None:
             self.pack.abort()
+
+
+def _unsettled(st: os.stat_result, started: int) -> int:
+    """How many ns after ``started`` a read of a file with stat ``st`` must start to
+    be trusted: 0 if it may start now, -1 if the file's ctime is in the future.
+
+    The rule: a read is trusted if it starts ``RACY_NS`` + one clock tick after the
+    ctime seen before it and that stat is unchanged after it. Every write sets ctime
+    to the (coarse) current time before it copies data, so a write overlapping such
+    a read either began during it (ctime changes: retried) or began more than
+    ``RACY_NS`` before it and is still copying. mtime is not used: anyone can set it
+    (``touch -d``), e.g. into the future, and ctime is never older than a write.
+    A ctime ahead of our clock means the clock was set back or the file's times come
+    from another machine: waiting proves nothing then (-1).
+    """
+    ct = st.st_ctime_ns
+    tick = COARSE_TICK_NS if ct % 1_000_000_000 == 0 else TICK_NS
+    if ct > started + tick:
+        return -1
+    return max(0, ct + RACY_NS + tick - started)
 
 
 def _cuts_from(view, start: int, params):
