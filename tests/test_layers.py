@@ -40,16 +40,18 @@ RANKS: dict[str, float] = {
     "store": 2, "store.interface": 2, "store.index": 2.1, "store.blobs": 2.1,
     "store.local": 2.2, "store.reader": 2.3,
     # repo/: an open repository, its refs and revisions, the machine's live mounts
-    "repo": 3, "repo.mounts": 3, "repo.refs": 3.05, "repo.revisions": 3.1,
+    "repo": 3, "repo.mounts": 3, "repo.observe": 3.01, "repo.refs": 3.05, "repo.revisions": 3.1,
     "repo.repository": 3.2,
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
     "workspace.scan": 3.5, "workspace.materialize": 3.6,
     # ops/: the verbs, one module each (equal rank: they may not import one another),
     # above the helpers they share
-    "ops": 3.8, "ops.reach": 3.8, "ops.roots": 3.9,
+    "ops": 3.8, "ops.reach": 3.8, "ops.params": 3.8, "ops.roots": 3.9,
     "ops.snapshot": 4, "ops.checkout": 4, "ops.diff": 4, "ops.gc": 4, "ops.fsck": 4,
     "ops.refs": 4,
+    # a run composes the verbs: it restores (checkout) and commits (snapshot)
+    "ops.run": 4.1,
     "api": 4.5,  # versionfs.Repo: repo.Repository plus one method per operation
     # view/: the FUSE-free picture of commits
     "view.records": 5, "view.tables": 5.1, "view.chunks": 5.1, "view.core": 5.2,
@@ -61,7 +63,7 @@ RANKS: dict[str, float] = {
     # cli/: formatting, the click group, one module per command family, the entry
     "cli.format": 7, "cli.base": 7.1,
     "cli.repo_cmds": 7.2, "cli.maint_cmds": 7.2, "cli.diff_cmds": 7.2,
-    "cli.checkout_cmds": 7.2, "cli.mount_cmds": 7.2,
+    "cli.checkout_cmds": 7.2, "cli.mount_cmds": 7.2, "cli.run_cmds": 7.2,
     "cli.commands": 7.3, "cli": 7.4,
     "__main__": 8,
 }

@@ -5,3 +5,4 @@ from . import maint_cmds  # noqa: F401
 from . import diff_cmds  # noqa: F401
 from . import checkout_cmds  # noqa: F401
 from . import mount_cmds  # noqa: F401
+from . import run_cmds  # noqa: F401

@@ -158,6 +158,36 @@ def _checkout_into(repo, cid, into, force, warn, progress_factory) -> CheckoutRe
     return _result(apply, plan, cid, None, root)
 
 
+def restore_paths(repo: Repo, cid: ObjectId, paths: list[str], *,
+                  warn: Callable[[str], None] = lambda m: None, progress_factory=None
+                  ) -> dict:
+    """Write commit ``cid``'s entries at ``paths`` into the workspace, where nothing
+    is (the caller removed what was there), like ``git restore --source``: HEAD does
+    not move. Parent directories are created. Stat cache entries are recorded for
+    what was written. Returns the counts. ``vfs run`` restores cached outputs so.
+
+    Error handling: ``PathNotFound`` for a path the commit does not hold; the
+    filesystem's errors as in ``checkout``.
+    """
+    plan = _Plan(repo, repo.workspace, force=True)
+    for rel in paths:
+        entry = repo.entry(cid, rel)
+        parent = os.path.dirname(rel)
+        if parent:
+            try:
+                os.makedirs(os.path.join(repo.workspace, parent), exist_ok=True)
+            except OSError as exc:
+                raise from_oserror(exc, f"creating {parent}") from None
+        plan._create(rel, entry)
+    apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory)
+    apply.run()
+    with repo.lock():
+        with repo.index.write() as txn:
+            for key, value in apply.cache.items():
+                txn.put("statcache", key, value)
+    return dict(apply.counts)
+
+
 def _prepare_into(repo: Repo, into: str, force: bool) -> str:
     root = os.path.realpath(into)
     vfs = os.path.realpath(repo.vfs_dir)

@@ -163,6 +163,45 @@ def mount_roots(repo, txn, report: Report | None = None) -> dict[bytes, str]:
     return _mounts_of(repo)
 
 
+def run_roots(repo, txn, report: Report | None = None) -> dict[bytes, str]:
+    """The commits run records name: a run's output commit, the commit holding its
+    declared workspace inputs, and commits of this repository it was observed to read
+    through a mount. So a run record and what it points at stay together: gc deletes
+    neither while the record exists (``vfs runs rm`` removes records)."""
+    from ..records.runs import decode_run
+    here = os.path.realpath(repo.vfs_dir)
+    same: dict[str, bool] = {}
+
+    def ours(path: str | None) -> bool:
+        if not path:
+            return False
+        if path not in same:
+            try:
+                same[path] = os.path.realpath(find_repo_dir(path)[0]) == here
+            except (VfsError, OSError, ValueError):
+                same[path] = False
+        return same[path]
+
+    out: dict[bytes, str] = {}
+    for key, raw in txn.items("runs"):
+        try:
+            rec = decode_run(key, raw)
+        except CorruptObject as exc:
+            if report:
+                report("run", key.hex(), str(exc))
+            continue
+        names = set(rec.commits())
+        names.update(i.commit for i in rec.observed if i.commit and ours(i.repo))
+        for cid in names:
+            try:
+                out.setdefault(bytes.fromhex(cid), f"run {rec.short}")
+            except ValueError:
+                if report:
+                    report("run", rec.id, f"run {rec.short} names a malformed commit id")
+    return out
+
+
 register("refs", ref_roots)
 register("HEAD", head_roots)
 register("mounts", mount_roots, from_index=False)
+register("runs", run_roots)

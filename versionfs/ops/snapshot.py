@@ -58,13 +58,18 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
              tag: str | None = None, author: str | None = None, allow_empty: bool = False,
              run: bytes | None = None, warn: Callable[[str], None] = lambda m: None,
              progress_factory=None, on_wait: Callable[[str], None] | None = None,
-             ) -> SnapshotResult:
+             on_write: Callable | None = None) -> SnapshotResult:
     """Snapshot the workspace into a commit on the current branch.
 
     Error handling: ``UsageError`` for a bad or existing tag; the scan's errors
     (``PathNotFound``, ``FileChanged``, ``AccessDenied``, ``StorageFull``);
     ``RefChanged`` when HEAD's branch (or the tag) moved since the snapshot read it;
     on any error nothing becomes visible and stored content is left for ``vfs gc``.
+
+    ``on_write(txn, commit, work)``, if given, is called inside the one transaction
+    that makes the snapshot visible (``commit`` is the new commit, or HEAD when
+    nothing changed), so what it writes becomes visible with the commit or not at
+    all: ``vfs run`` writes its run record this way.
     """
     if tag is not None:
         check_ref_name(tag)
@@ -82,8 +87,9 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
             raise
         unchanged = parent is not None and repo.commit(parent).tree == work.root
         if unchanged and not allow_empty:
-            if tag is not None or work.statcache or work.stale:
-                _write(repo, work, None, None, tag, parent, full=not paths)
+            if tag is not None or work.statcache or work.stale or on_write:
+                _write(repo, work, None, None, tag, parent, full=not paths,
+                       on_write=on_write)
             cid, created = parent, False
         else:
             commit = Commit(
@@ -94,7 +100,7 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
             )
             enc = encode_commit(commit)
             cid = commit_id(enc)
-            _write(repo, work, cid, enc, tag, parent, full=not paths)
+            _write(repo, work, cid, enc, tag, parent, full=not paths, on_write=on_write)
             created = True
     s = work.stats
     return SnapshotResult(cid, parent, created, s.files, s.files_read, s.bytes_read,
@@ -118,7 +124,8 @@ def _totals(work: WorkTree, *, partial: bool) -> tuple[int, int]:
     return files, size
 
 
-def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool) -> None:
+def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool,
+           on_write: Callable | None = None) -> None:
     """The one transaction that makes a snapshot visible."""
     with repo.index.write() as txn:
         for chunk, loc in work.chunk_locs.items():
@@ -139,3 +146,5 @@ def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool) -> 
         target = cid or parent
         if tag is not None and target is not None:
             refs.set_ref(txn, refs.TAG_PREFIX + tag, target, expect=None)
+        if on_write is not None:
+            on_write(txn, target, work)
