@@ -188,15 +188,17 @@ def prepare(repo: Repo, spec: RunSpec, warn: Callable[[str], None] = lambda m: N
             ws_deps.append(rel)
         else:
             deps.append(_outside_input(full, warn))
+    content_keys: dict[str, str] = {}
     if ws_deps:
         ws_deps = sorted(set(ws_deps))
-        deps = _workspace_inputs(repo, ws_deps, warn) + deps
+        found, content_keys = _workspace_inputs(repo, ws_deps, warn)
+        deps = found + deps
     values = P.read_params(spec.params, cwd)
     code = code_version(cwd)
     key = rr.cache_key(
         argv=spec.argv, cwd=cwd_rel, params=values,
-        inputs=[(d.path, d.id) for d in deps], code=code and code.get("key"),
-        outs=outs)
+        inputs=[(d.path, content_keys.get(d.path, d.id)) for d in deps],
+        code=code and code.get("key"), outs=outs)
     return Prepared(spec, cwd_rel, deps, values, outs, metrics, ws_deps, code, key)
 
 
@@ -225,17 +227,34 @@ def _output_path(ws: str, cwd: str, p: str) -> str:
     return rel
 
 
-def _workspace_inputs(repo: Repo, rels: list[str], warn) -> list[rr.Input]:
-    """Content ids of workspace inputs, through the stat cache (no commit yet)."""
+def _workspace_inputs(repo: Repo, rels: list[str], warn
+                      ) -> tuple[list[rr.Input], dict[str, str]]:
+    """Content ids of workspace inputs, through the stat cache (no commit yet), and
+    the content keys the cache key uses (see ``content_key``)."""
     work = scan_workspace(repo, paths=rels, warn=warn)
-    out = []
+    out, keys, memo = [], {}, {}
     for rel in rels:
         e = entry_at(work, work.root, rel)
         if e is None:  # ignored by .vfsignore: not part of any snapshot
             raise UsageError(f"input {rel} is ignored by .vfsignore, so no version can "
                              "hold it; un-ignore it or read it from outside the workspace")
         out.append(rr.Input(rel, _KIND[e.kind], e.id.hex(), rr.WORKSPACE, size=e.size))
-    return out
+        keys[rel] = content_key(work, e, memo)
+    return out, keys
+
+
+def content_key(src, e, memo: dict) -> str:
+    """What of an input decides a result: a file's id; for a directory, the hash
+    of its names, kinds, modes and their content keys — not mtimes, which a tree
+    id includes (rewriting a file with the same bytes must not miss the cache)."""
+    if not e.is_dir:
+        return e.id.hex()
+    hit = memo.get(e.id)
+    if hit is None:
+        rows = [[c.name, int(c.kind), c.mode, content_key(src, c, memo)]
+                for c in src.tree(e.id).entries]
+        hit = memo[e.id] = _digest(b"vfs-dirkey\0" + rr.canonical(rows))
+    return hit
 
 
 def entry_at(src, root_tid, rel: str):
