@@ -45,7 +45,7 @@ from . import snapshot as snap
 from .checkout import restore_paths
 
 __all__ = ["RunSpec", "RunResult", "Prepared", "prepare", "run", "get_run", "list_runs",
-           "remove_runs", "runs_producing",
+           "remove_runs", "runs_producing", "outputs_in_place",
            "find_cached"]
 
 _KIND = {Kind.FILE: "file", Kind.DIR: "dir", Kind.SYMLINK: "symlink"}
@@ -425,9 +425,12 @@ def run(repo: Repo, spec: RunSpec, *, warn: Callable[[str], None] = lambda m: No
     if not spec.force:
         hit = find_cached(repo, prep)
         if hit is not None:
-            _restore(repo, prep, hit, warn, on_wait)
-            info(f"cached: run {hit.short} ({hit.name}); outputs restored from commit "
-                 f"{hit.commit[:12]}")
+            if outputs_in_place(repo, hit):
+                info(f"cached: run {hit.short} ({hit.name}); its outputs are in place")
+            else:
+                _restore(repo, prep, hit, warn, on_wait)
+                info(f"cached: run {hit.short} ({hit.name}); outputs restored from "
+                     f"commit {hit.commit[:12]}")
             return RunResult(None, hit, 0)
     _clear_outputs(repo, prep)
     rid = rr.new_run_id(spec.argv, rr.now_ns())
@@ -481,6 +484,26 @@ def _clear_outputs(repo: Repo, prep: Prepared) -> None:
 def _produced_before(repo: Repo, oid: bytes) -> bool:
     with repo.index.read() as txn:
         return txn.get("runcache", rr.OUTPUT_PREFIX + bytes(oid)) is not None
+
+
+def outputs_in_place(repo: Repo, rec: rr.RunRecord) -> bool:
+    """Whether the workspace holds exactly ``rec``'s outputs (through the stat
+    cache: unchanged files are not read) and HEAD holds them too."""
+    ws = repo.workspace
+    paths = [o.path for o in rec.outs]
+    if not all(os.path.lexists(os.path.join(ws, p)) for p in paths):
+        return False
+    head = repo.head()
+    if head is None:
+        return False
+    work = scan_workspace(repo, paths=paths)
+    head_tree = repo.commit(head).tree
+    for o in rec.outs:
+        we = entry_at(work, work.root, o.path)
+        he = entry_at(repo, head_tree, o.path)
+        if we is None or he is None or we.id.hex() != o.id or he.id.hex() != o.id:
+            return False
+    return True
 
 
 def _restore(repo: Repo, prep: Prepared, hit: rr.RunRecord, warn, on_wait) -> None:
