@@ -102,14 +102,14 @@ def test_parents_tags_detached_head_and_providers_are_roots(ext4_dir):
     r = gc(repo)
     assert r.commits == 1  # v3
     assert set(_reachable_from(repo, v2)) == {v1, v2}
-    # A registered root provider (as the runs feature will add) keeps what it names.
+    # A registered root provider (as a feature adds) keeps what it names.
     def run_roots(repo, txn, report):
-        return {bytes(v2): "a run record"} if txn.has("runs", b"r" * 32) else {}
+        return {bytes(v2): "a run record"} if txn.meta("test-root") else {}
 
     roots.register("test-runs", run_roots)
     try:
         with repo.index.write() as txn:
-            txn.put("runs", b"r" * 32, b"a run naming v2")
+            txn.put("meta", b"test-root", b"names v2")
             txn.put("meta", b"HEAD", b"heads/main")
             assert roots.collect(repo, txn).index == {bytes(v2): "a run record"}
         r = gc(repo)
@@ -118,7 +118,7 @@ def test_parents_tags_detached_head_and_providers_are_roots(ext4_dir):
         assert fsck(repo, verify_data=True).ok
     finally:
         roots.unregister("test-runs")
-    assert [p.name for p in roots.PROVIDERS] == ["refs", "HEAD", "mounts"]
+    assert [p.name for p in roots.PROVIDERS] == ["refs", "HEAD", "mounts", "runs"]
 
 
 def _reachable_from(repo, cid):
