@@ -58,7 +58,8 @@ def registry():
 
 def _train(name="train", lr=0.5, **kw):
     with versionfs.Run(name, **kw) as run:
-        rows = [int(x) for x in open(run.input("data/in.txt"))]
+        with open(run.input("data/in.txt")) as f:
+            rows = [int(x) for x in f]
         lr = run.param("lr", lr)
         run.param("net", {"layers": 2, "act": "relu"})
         with open(run.output("model.txt"), "w") as f:
@@ -129,10 +130,9 @@ def test_an_exception_records_a_failed_run_reraises_and_commits_nothing(repo):
 
 def test_keyboard_interrupt_records_an_interrupted_run(repo):
     head = repo.head()
-    with pytest.raises(KeyboardInterrupt):
-        with versionfs.Run("train") as run:
-            run.output("model.txt")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), versionfs.Run("train") as run:
+        run.output("model.txt")
+        raise KeyboardInterrupt
     rec = run.record
     assert (rec.status, rec.exit_code, rec.commit) == ("interrupted", 130, None)
     assert "KeyboardInterrupt" in rec.message
@@ -140,15 +140,13 @@ def test_keyboard_interrupt_records_an_interrupted_run(repo):
 
 
 def test_sys_exit_zero_is_a_success_and_a_nonzero_exit_a_failure(repo, ws):
-    with pytest.raises(SystemExit):
-        with versionfs.Run("ok") as run:
-            (ws / "out.txt").write_text("x")
-            run.output("out.txt")
-            sys.exit(0)
+    with pytest.raises(SystemExit), versionfs.Run("ok") as run:
+        (ws / "out.txt").write_text("x")
+        run.output("out.txt")
+        sys.exit(0)
     assert run.record.status == "succeeded" and run.record.commit == repo.head().hex()
-    with pytest.raises(SystemExit):
-        with versionfs.Run("bad") as run2:
-            sys.exit(3)
+    with pytest.raises(SystemExit), versionfs.Run("bad") as run2:
+        sys.exit(3)
     assert (run2.record.status, run2.record.exit_code) == ("failed", 3)
 
 
@@ -166,9 +164,8 @@ def test_a_missing_output_fails_the_run(repo):
 def test_outputs_are_not_removed_before_the_block(repo, ws):
     (ws / "log.txt").write_text("old\n")
     repo.snapshot(message="log")
-    with versionfs.Run("append") as run:
-        with open(run.output("log.txt"), "a") as f:   # the old content is still there
-            f.write("new\n")
+    with versionfs.Run("append") as run, open(run.output("log.txt"), "a") as f:
+        f.write("new\n")                       # after the old content, still there
     assert _read(repo, run.record.commit, "log.txt") == b"old\nnew\n"
 
 
@@ -202,9 +199,8 @@ def test_bad_declarations_are_one_line_errors(repo, ws, tmp_path):
         run.output("o.txt")
     with pytest.raises(UsageError, match="is not running"):
         run.input("data")
-    with pytest.raises(UsageError, match="already entered"):
-        with run:
-            pass
+    with pytest.raises(UsageError, match="already entered"), run:
+        pass
 
 
 def test_a_run_from_outside_the_workspace_records_its_cwd_relative(ws, tmp_path,
@@ -236,9 +232,8 @@ def test_cached_finds_an_equal_earlier_run(repo):
 def test_repo_runs_filters_and_run_finds_by_prefix(repo):
     a = _train("train").record
     b = _train("eval").record
-    with pytest.raises(RuntimeError):
-        with versionfs.Run("train"):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), versionfs.Run("train"):
+        raise RuntimeError("boom")
     assert [r.id for r in repo.runs()][:2] == [a.id, b.id] and len(repo.runs()) == 3
     assert [r.name for r in repo.runs(name="train")] == ["train", "train"]
     assert [r.id for r in repo.runs(name="train", status="succeeded")] == [a.id]
@@ -288,7 +283,7 @@ def test_objects_round_trip_through_a_commit(repo, ws):
 
 def test_load_finds_the_version_asked_for(repo, ws):
     first, _ = _save_all({"w": np.zeros(3)}, name="train")
-    second, _ = _save_all({"w": np.ones(3)}, name="train")
+    _save_all({"w": np.ones(3)}, name="train")
     (ws / "later.txt").write_text("unrelated")
     repo.snapshot(message="a later commit no run made")
     shutil.rmtree(ws / "artifacts")
@@ -307,14 +302,14 @@ def test_load_finds_the_version_asked_for(repo, ws):
 
 
 def test_dataframes_round_trip_as_parquet_and_as_csv(repo, ws, monkeypatch):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # pandas and pyarrow are in the test extras
     df = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 1.5, 2.5], "c": ["x", "y", "z"]},
                       index=pd.Index([10, 20, 30], name="id"))
-    if materializers._has_pyarrow():
-        _, paths = _save_all({"table": df}, name="pq")
-        assert paths["table"].endswith(".parquet")
-        shutil.rmtree(ws / "artifacts")
-        pd.testing.assert_frame_equal(versionfs.load(str(ws), "table"), df)
+    assert materializers._has_pyarrow()
+    _, paths = _save_all({"table": df}, name="pq")
+    assert paths["table"].endswith(".parquet")
+    shutil.rmtree(ws / "artifacts")
+    pd.testing.assert_frame_equal(versionfs.load(str(ws), "table"), df)
     monkeypatch.setattr(materializers, "_has_pyarrow", lambda: False)
     _, paths = _save_all({"table2": df}, name="csv")
     assert paths["table2"].endswith(".csv")
@@ -345,9 +340,8 @@ def test_a_registered_materializer_goes_before_the_built_in_ones(repo, ws, regis
 
 
 def test_object_arrays_need_pickle(repo, ws):
-    with pytest.raises(UsageError, match="pass pickle=True"):
-        with versionfs.Run("obj") as run:
-            run.save("a", np.array([{"x": 1}], dtype=object))
+    with pytest.raises(UsageError, match="pass pickle=True"), versionfs.Run("obj") as run:
+        run.save("a", np.array([{"x": 1}], dtype=object))
     assert not list((ws / "artifacts/obj").iterdir())  # no half-written file
     assert repo.runs()[-1].status == "failed"
 
@@ -356,7 +350,7 @@ def test_object_arrays_need_pickle(repo, ws):
 
 
 def _blocks(md: str) -> list[tuple[str, str]]:
-    return re.findall(r"```(\w+)\n(.*?)```", md, flags=re.S)
+    return re.findall(r"```(\w+)\n(.*?)```", md, flags=re.DOTALL)
 
 
 def test_the_docs_example_runs_as_written(tmp_path):
@@ -379,7 +373,7 @@ def test_the_docs_example_runs_as_written(tmp_path):
                 continue
             argv = [sys.executable, key]
         p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                           timeout=300)
+                           timeout=300, check=False)
         assert p.returncode == 0, f"{lang} block failed:\n{body}\n{p.stdout}\n{p.stderr}"
         out[key] = p.stdout
         cwd = tmp_path / "demo"
@@ -389,3 +383,16 @@ def test_the_docs_example_runs_as_written(tmp_path):
     assert "run train: train.py 0.2" in runs
     assert "{'lr': 0.1, 'rows': 100}" in out["analyze.py"]
     assert out["custom.py"].strip() == "['a', 'b', 'c']"
+
+
+def test_saving_and_loading_json_imports_neither_numpy_nor_pandas(ws):
+    code = ("import sys, versionfs\n"
+            "with versionfs.Run('j') as run:\n"
+            "    run.save('v', {'a': [1, 2]})\n"
+            "assert versionfs.load('.', 'v') == {'a': [1, 2]}\n"
+            "print(sorted(m for m in ('numpy', 'pandas', 'pyarrow') if m in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", code], cwd=ws, env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

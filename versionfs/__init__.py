@@ -7,7 +7,7 @@ saved), and the ``VfsError`` hierarchy. All are loaded on first use, so importin
 submodule (the CLI, the mount) does not pay for the whole package.
 """
 
-__all__ = ["Repo", "Run", "load", "register_materializer", "VfsError"]
+__all__ = ["Repo", "Run", "VfsError", "load", "register_materializer"]
 __version__ = "0.1.0"
 
 

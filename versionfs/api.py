@@ -27,8 +27,8 @@ from .repo import repository as _repo
 if TYPE_CHECKING:
     from .ops.diff import DiffResult
     from .ops.refs import RefChange, RefInfo
-    from .records.runs import RunRecord
     from .ops.snapshot import SnapshotResult
+    from .records.runs import RunRecord
 
 
 class Repo(_repo.Repo):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Self
 
 from . import materializers as M
 from .api import Repo
@@ -70,7 +71,7 @@ class Run:
         self._active = False
 
     # -- the block ----------------------------------------------------------------
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Self:
         if self._active or self.result is not None:
             raise UsageError(f"run {self.name!r} was already entered; make a new "
                              "versionfs.Run for each run")
