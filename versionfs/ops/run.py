@@ -13,6 +13,8 @@ success the outputs, the declared workspace inputs and the metrics files are
 snapshotted in one commit that names the run, and the run record is written in the
 same transaction; a failed or interrupted run is recorded without a commit and never
 cached).
+``record`` is that last step alone, fed an ``Outcome`` by whatever executed the run:
+the command here, or a block of Python in ``versionfs.Run`` (``runapi``).
 
 The repository lock is held only while committing, never while the command runs, so
 several runs proceed at once. Thread-safety: ``run`` may be called from several
@@ -747,7 +749,7 @@ class Interrupted(VfsError):
     exit_code = 130
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What one execution of a run did, whoever executed it (``_Execution`` runs a
     command; ``versionfs.Run`` is a block of the calling Python process)."""
