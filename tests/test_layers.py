@@ -53,6 +53,8 @@ RANKS: dict[str, float] = {
     # a run composes the verbs: it restores (checkout) and commits (snapshot)
     "ops.run": 4.1,
     "api": 4.5,  # versionfs.Repo: repo.Repository plus one method per operation
+    # Python objects as run outputs, and versionfs.Run (a block recorded as a run)
+    "materializers": 4.55, "runapi": 4.6,
     # view/: the FUSE-free picture of commits
     "view.records": 5, "view.tables": 5.1, "view.chunks": 5.1, "view.core": 5.2,
     "view": 5.3,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .ops.diff import DiffResult
     from .ops.refs import RefChange, RefInfo
     from .ops.snapshot import SnapshotResult
+    from .records.runs import RunRecord
 
 
 class Repo(_repo.Repo):
@@ -95,6 +96,18 @@ class Repo(_repo.Repo):
         and for one whose commits nothing else reaches unless ``force``."""
         from .ops.refs import delete
         return delete(self, "branch", name, force=force, **kw)
+
+    # -- runs (see ops/run.py; record them with versionfs.Run or vfs run) --------------
+    def runs(self, name: str | None = None, status: str | None = None) -> list[RunRecord]:
+        """The recorded runs, oldest first; ``name``/``status`` ("succeeded",
+        "failed", "interrupted") keep only those."""
+        from .ops.run import list_runs
+        return list_runs(self, name=name, status=status)
+
+    def run(self, run_id: str) -> RunRecord:
+        """The run with this id or unique prefix (4 or more hex digits)."""
+        from .ops.run import get_run
+        return get_run(self, run_id)
 
     def gc(self, **kw):
         """Delete what no root (ref, HEAD, live mount, ...) reaches; see ``gc``."""

@@ -13,6 +13,8 @@ success the outputs, the declared workspace inputs and the metrics files are
 snapshotted in one commit that names the run, and the run record is written in the
 same transaction; a failed or interrupted run is recorded without a commit and never
 cached).
+``record`` is that last step alone, fed an ``Outcome`` by whatever executed the run:
+the command here, or a block of Python in ``versionfs.Run`` (``runapi``).
 
 The repository lock is held only while committing, never while the command runs, so
 several runs proceed at once. Thread-safety: ``run`` may be called from several
@@ -46,7 +48,8 @@ from .checkout import restore_paths
 
 __all__ = ["RunSpec", "RunResult", "Prepared", "prepare", "run", "get_run", "list_runs",
            "remove_runs", "runs_producing", "outputs_in_place",
-           "find_cached"]
+           "find_cached", "Outcome", "record", "resolve_inputs", "output_paths",
+           "assemble"]
 
 _KIND = {Kind.FILE: "file", Kind.DIR: "dir", Kind.SYMLINK: "symlink"}
 GRACE_S = 5.0   # after SIGTERM to the command's group, SIGKILL follows this late
@@ -160,21 +163,47 @@ def prepare(repo: Repo, spec: RunSpec, warn: Callable[[str], None] = lambda m: N
     """
     if not spec.argv:
         raise UsageError("no command given: put it after '--', e.g. vfs run -- python train.py")
-    if repo.workspace is None:
-        raise UsageError("vfs run needs a workspace; this is a bare repository")
-    ws = os.path.realpath(repo.workspace)
     cwd = os.path.realpath(spec.cwd or os.getcwd())
-    cwd_rel = _ws_rel(ws, cwd)
+    cwd_rel = _ws_rel(_workspace(repo), cwd)
     if cwd_rel is None:
         raise UsageError(f"the run's working directory {cwd} is outside the workspace "
-                         f"{ws}; cd into it or use -C")
-    outs = [_output_path(ws, cwd, p) for p in [*spec.outs, *spec.metrics]]
-    metrics = outs[len(spec.outs):]
+                         f"{_workspace(repo)}; cd into it or use -C")
+    outs = output_paths(repo, cwd, [*spec.outs, *spec.metrics])
+    deps, ws_deps, content_keys = resolve_inputs(repo, spec.deps, cwd, outs, warn)
+    values = P.read_params(spec.params, cwd)
+    return assemble(spec, cwd_rel, deps, ws_deps, values, outs, len(spec.outs),
+                    code_version(cwd), content_keys)
+
+
+def _workspace(repo: Repo) -> str:
+    if repo.workspace is None:
+        raise UsageError("vfs run needs a workspace; this is a bare repository")
+    return os.path.realpath(repo.workspace)
+
+
+def output_paths(repo: Repo, cwd: str, paths: list[str]) -> list[str]:
+    """Outputs (relative to ``cwd``) as workspace-relative paths, each inside the
+    workspace, not ignored, and named once."""
+    ws = _workspace(repo)
+    outs = [_output_path(ws, cwd, p) for p in paths]
     if len(set(outs)) != len(outs):
         raise UsageError("an output is named twice: " + ", ".join(
             sorted({o for o in outs if outs.count(o) > 1})))
+    return outs
+
+
+def resolve_inputs(repo: Repo, paths: list[str], cwd: str, outs: list[str],
+                   warn: Callable[[str], None] = lambda m: None
+                   ) -> tuple[list[rr.Input], list[str], dict[str, str]]:
+    """Declared inputs (relative to ``cwd``) with their content ids: ``(inputs,
+    workspace-relative paths of those in the workspace, their content keys)``.
+
+    Error handling: ``PathNotFound`` for a missing input, ``UsageError`` for one
+    that overlaps an output in ``outs`` or is ignored.
+    """
+    ws = _workspace(repo)
     deps, ws_deps = [], []
-    for p in spec.deps:
+    for p in paths:
         full = os.path.normpath(os.path.join(cwd, p))
         if not os.path.lexists(full):
             raise PathNotFound(f"input {p} does not exist; create it, or drop the -d",
@@ -193,13 +222,19 @@ def prepare(repo: Repo, spec: RunSpec, warn: Callable[[str], None] = lambda m: N
         ws_deps = sorted(set(ws_deps))
         found, content_keys = _workspace_inputs(repo, ws_deps, warn)
         deps = found + deps
-    values = P.read_params(spec.params, cwd)
-    code = code_version(cwd)
+    return deps, ws_deps, content_keys
+
+
+def assemble(spec: RunSpec, cwd_rel: str, deps: list[rr.Input], ws_deps: list[str],
+             params: dict, outs: list[str], n_outs: int, code: dict | None,
+             content_keys: dict[str, str]) -> Prepared:
+    """A ``Prepared`` from resolved parts, with its cache key; ``outs[n_outs:]``
+    are the metrics files."""
     key = rr.cache_key(
-        argv=spec.argv, cwd=cwd_rel, params=values,
+        argv=spec.argv, cwd=cwd_rel, params=params,
         inputs=[(d.path, content_keys.get(d.path, d.id)) for d in deps],
         code=code and code.get("key"), outs=outs)
-    return Prepared(spec, cwd_rel, deps, values, outs, metrics, ws_deps, code, key)
+    return Prepared(spec, cwd_rel, deps, params, outs, outs[n_outs:], ws_deps, code, key)
 
 
 def _ws_rel(ws: str, full: str) -> str | None:
@@ -438,7 +473,12 @@ def run(repo: Repo, spec: RunSpec, *, warn: Callable[[str], None] = lambda m: No
     ex = _Execution(repo, prep, rid, echo=echo, warn=warn, stdout=stdout, stderr=stderr)
     ex.start()
     ex.wait()
-    return _record(repo, prep, ex, warn, on_wait)
+    result = record(repo, prep, ex.outcome(), warn=warn, on_wait=on_wait)
+    if ex.interrupted:
+        raise Interrupted(f"run {result.record.short} interrupted by "
+                          f"{signal.Signals(ex.signalled).name}; the command's process "
+                          "group was terminated and no commit was made", op="run")
+    return result
 
 
 def _show(argv) -> str:
@@ -669,6 +709,15 @@ class _Execution:
     def interrupted(self) -> bool:
         return self.signalled is not None
 
+    def outcome(self) -> Outcome:
+        log, dropped = self.log()
+        return Outcome(self.rid, self.start_ns, self.end_ns or rr.now_ns(),
+                       self.exit_code, message=self.message,
+                       interrupted_by=(signal.Signals(self.signalled).name
+                                       if self.interrupted else None),
+                       log=log, log_dropped=dropped,
+                       observed=tuple(_observed_inputs(self.observed)))
+
     def log(self) -> tuple[str, int]:
         with self.log_lock:
             return rr.bound_log(bytes(self.head), bytes(self.tail), self.dropped)
@@ -700,31 +749,50 @@ class Interrupted(VfsError):
     exit_code = 130
 
 
-def _record(repo: Repo, prep: Prepared, ex: _Execution, warn, on_wait) -> RunResult:
-    log, dropped = ex.log()
-    observed = tuple(_observed_inputs(ex.observed))
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one execution of a run did, whoever executed it (``_Execution`` runs a
+    command; ``versionfs.Run`` is a block of the calling Python process)."""
+
+    rid: bytes
+    start_ns: int
+    end_ns: int
+    exit_code: int | None        # 0: succeeded
+    message: str = ""            # why it failed, in one line
+    interrupted_by: str | None = None   # the signal's name, e.g. "SIGINT"
+    log: str = ""
+    log_dropped: int = 0
+    observed: tuple[rr.Input, ...] = ()
+    metrics: dict = field(default_factory=dict)   # {group: {key: value}}, besides files
+
+
+def record(repo: Repo, prep: Prepared, out: Outcome, *,
+           warn: Callable[[str], None] = lambda m: None, on_wait=None) -> RunResult:
+    """Record an executed run: on success snapshot its outputs and workspace inputs
+    in one commit naming the run, with the record in the same transaction; a failed
+    or interrupted run is recorded alone (no commit, never cached).
+
+    Error handling: ``RunFailed`` when the execution succeeded but a declared output
+    is missing or a metrics file cannot be read (recorded as failed); the
+    snapshot's errors.
+    """
     base = rr.RunRecord(
-        id=ex.rid.hex(), name=prep.name, argv=tuple(prep.spec.argv), cwd=prep.cwd_rel,
-        start_ns=ex.start_ns, end_ns=ex.end_ns or rr.now_ns(),
-        status=rr.SUCCEEDED, exit_code=ex.exit_code, key=prep.key.hex(),
+        id=out.rid.hex(), name=prep.name, argv=tuple(prep.spec.argv), cwd=prep.cwd_rel,
+        start_ns=out.start_ns, end_ns=out.end_ns,
+        status=rr.SUCCEEDED, exit_code=out.exit_code, key=prep.key.hex(),
         env=environment(prep.code), params=prep.params, deps=tuple(prep.deps),
-        observed=observed, labels=dict(prep.spec.labels), message=ex.message,
-        log=log, log_dropped=dropped)
-    undeclared = tuple(_undeclared(prep, observed))
-    if ex.interrupted or ex.exit_code != 0:
-        status = rr.INTERRUPTED if ex.interrupted else rr.FAILED
-        if not ex.message:
+        observed=out.observed, labels=dict(prep.spec.labels), message=out.message,
+        log=out.log, log_dropped=out.log_dropped, metrics=dict(out.metrics))
+    undeclared = tuple(_undeclared(prep, out.observed))
+    if out.interrupted_by or out.exit_code != 0:
+        status = rr.INTERRUPTED if out.interrupted_by else rr.FAILED
+        if not out.message:
             base = replace(base, message=(
-                f"interrupted by {signal.Signals(ex.signalled).name}" if ex.interrupted
-                else f"exit status {ex.exit_code}"))
+                f"interrupted by {out.interrupted_by}" if out.interrupted_by
+                else f"exit status {out.exit_code}"))
         rec = replace(base, status=status)
         _write_alone(repo, rec, on_wait)
-        if ex.interrupted:
-            raise Interrupted(f"run {rec.short} interrupted by "
-                              f"{signal.Signals(ex.signalled).name}; the command's "
-                              "process group was terminated and no commit was made",
-                              op="run")
-        return RunResult(rec, None, ex.exit_code, undeclared)
+        return RunResult(rec, None, out.exit_code, undeclared)
     ws = repo.workspace
     missing = [o for o in prep.outs if not os.path.lexists(os.path.join(ws, o))]
     if missing:
@@ -735,7 +803,8 @@ def _record(repo: Repo, prep: Prepared, ex: _Execution, warn, on_wait) -> RunRes
                         f"declared output {', '.join(missing)}; recorded as failed",
                         op="run", path=missing[0])
     try:
-        metrics = {m: P.load_file(os.path.join(ws, m)) for m in prep.metrics}
+        metrics = {**out.metrics,
+                   **{m: P.load_file(os.path.join(ws, m)) for m in prep.metrics}}
     except VfsError as exc:
         rec = replace(base, status=rr.FAILED, message=str(exc))
         _write_alone(repo, rec, on_wait)
@@ -765,7 +834,7 @@ def _record(repo: Repo, prep: Prepared, ex: _Execution, warn, on_wait) -> RunRes
 
     label = prep.spec.name or prep.name
     snap.snapshot(repo, paths, message=f"run {label}: {_show(prep.spec.argv)}",
-                  run=ex.rid, warn=warn, on_wait=on_wait, allow_empty=False,
+                  run=out.rid, warn=warn, on_wait=on_wait, allow_empty=False,
                   on_write=on_write)
     rec = done["rec"]
     if rec.changed:
