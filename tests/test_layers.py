@@ -40,7 +40,8 @@ RANKS: dict[str, float] = {
     "store": 2, "store.interface": 2, "store.index": 2.1, "store.blobs": 2.1,
     "store.local": 2.2, "store.reader": 2.3,
     # repo/: an open repository, its refs and revisions, the machine's live mounts
-    "repo": 3, "repo.mounts": 3, "repo.observe": 3.01, "repo.refs": 3.05, "repo.revisions": 3.1,
+    "repo": 3, "repo.mounts": 3, "repo.observe": 3.01, "repo.refs": 3.05,
+    "repo.producers": 3.06, "repo.revisions": 3.1,
     "repo.repository": 3.2,
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
@@ -52,6 +53,8 @@ RANKS: dict[str, float] = {
     "ops.refs": 4,
     # a run composes the verbs: it restores (checkout) and commits (snapshot)
     "ops.run": 4.1,
+    # inspecting runs: lineage walks run records upstream, compare puts two side by side
+    "ops.lineage": 4.2, "ops.compare": 4.2,
     "api": 4.5,  # versionfs.Repo: repo.Repository plus one method per operation
     # Python objects as run outputs, and versionfs.Run (a block recorded as a run)
     "materializers": 4.55, "runapi": 4.6,
@@ -66,6 +69,7 @@ RANKS: dict[str, float] = {
     "cli.format": 7, "cli.base": 7.1,
     "cli.repo_cmds": 7.2, "cli.maint_cmds": 7.2, "cli.diff_cmds": 7.2,
     "cli.checkout_cmds": 7.2, "cli.mount_cmds": 7.2, "cli.run_cmds": 7.2,
+    "cli.lineage_cmds": 7.2,
     "cli.commands": 7.3, "cli": 7.4,
     "__main__": 8,
 }

@@ -27,8 +27,10 @@ from ..errors import NoSuchAttribute
 from .chunks import ChunkCache
 from .core import View
 from .records import (
-    ROOT_INO, XATTR_COMMIT, XATTR_ID, XATTR_RUN, Attr, DirEntry, FsStats,
+    ROOT_INO, XATTR_CMD, XATTR_COMMIT, XATTR_ID, XATTR_RUN, XATTR_STAGE, Attr, DirEntry,
+    FsStats,
 )
 
 __all__ = ["View", "Attr", "DirEntry", "FsStats", "NoSuchAttribute", "ChunkCache",
-           "ROOT_INO", "XATTR_ID", "XATTR_COMMIT", "XATTR_RUN"]
+           "ROOT_INO", "XATTR_ID", "XATTR_COMMIT", "XATTR_RUN",
+           "XATTR_CMD", "XATTR_STAGE"]

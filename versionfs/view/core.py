@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import errno
 import os
+import shlex
 import stat
 import threading
 import time
@@ -19,10 +20,12 @@ from collections.abc import Iterator
 from ..errors import MissingObject, NoSuchAttribute, NotADirectory, PathNotFound, VfsError
 from ..records.hashing import hash_bytes
 from ..records.model import Commit, Kind, ObjectId, TreeEntry
+from ..repo import producers
 from ..repo.repository import Repo
 from .chunks import ChunkCache, Content
 from .records import (
-    ROOT_INO, XATTR_COMMIT, XATTR_ID, XATTR_RUN, Attr, DirEntry, FsStats,
+    ROOT_INO, XATTR_CMD, XATTR_COMMIT, XATTR_ID, XATTR_RUN, XATTR_STAGE, Attr, DirEntry,
+    FsStats,
 )
 from .tables import FileTable, PackedTree, TreeCache
 
@@ -81,6 +84,7 @@ class View:
         self._children: dict[tuple, int] = {}
         self._open: dict[int, Content] = {}
         self._commits: OrderedDict[bytes, Commit] = OrderedDict()
+        self._runs: OrderedDict[bytes, dict[bytes, bytes]] = OrderedDict()
         self._next_dir = ROOT_INO + 1
         self.started_ns = time.time_ns()
         if self.commit_id is not None:
@@ -420,18 +424,61 @@ class View:
     def _xattrs(self, ino: int) -> dict[bytes, bytes]:
         with self._lock:
             d = self._dirs.get(ino)
-        if d is not None:
-            if d.commit is None:
-                return {}
-            cid, oid = d.commit, d.tree
-        else:
-            d, idx, tree = self._locate(ino)
-            cid, oid = d.commit, ObjectId(tree.fields(idx)[4])
+            if d is not None:
+                if d.commit is None:
+                    return {}
+                cid, oid, own = d.commit, d.tree, True
+            else:
+                d, idx, tree = self._locate(ino)
+                cid, oid, own = d.commit, ObjectId(tree.fields(idx)[4]), False
+            ids = [oid] + self._enclosing_trees(d, own=own)
         out = {XATTR_ID: oid.hex().encode(), XATTR_COMMIT: cid.hex().encode()}
-        run = self.commit(cid).run
-        if run:
-            out[XATTR_RUN] = run.hex().encode()
+        out.update(self._producer(ids))
         return out
+
+    def _enclosing_trees(self, d: _Dir, *, own: bool) -> list[bytes]:
+        """Tree ids of the directories around an entry of ``d`` (``d`` itself unless
+        the entry *is* ``d``), nearest first, up to but not including the commit's
+        root (no run can output the whole workspace). Caller holds the lock."""
+        out = []
+        cur = d
+        while cur.parent != cur.ino:
+            up = self._dirs[cur.parent]
+            if up.commit != d.commit:
+                break  # cur is a commit root of the all-versions view
+            if not own or cur is not d:
+                out.append(cur.tree)
+            cur = up
+        return out
+
+    def _producer(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        """The run attributes of the first of ``ids`` (an entry's content id, then
+        its enclosing directories' tree ids) that a recorded run output: the newest
+        such run. One LMDB get for content a run output (more only for a file no run
+        output, one per enclosing directory); run records are decoded once each."""
+        with self.repo.index.read() as txn:
+            for oid in ids:
+                for rid in reversed(producers.producer_ids(txn, oid)):
+                    with self._lock:
+                        attrs = self._runs.get(rid)
+                    if attrs is None:
+                        attrs = self._run_attrs(txn, rid)
+                    if attrs:
+                        return attrs
+        return {}
+
+    def _run_attrs(self, txn, rid: bytes) -> dict[bytes, bytes]:
+        rec = producers.read_run(txn, rid)
+        if rec is None:
+            return {}
+        attrs = {XATTR_RUN: rec.id.encode(),
+                 XATTR_CMD: " ".join(shlex.quote(a) for a in rec.argv).encode(),
+                 XATTR_STAGE: rec.name.encode()}
+        with self._lock:
+            self._runs[rid] = attrs
+            if len(self._runs) > 1024:
+                self._runs.popitem(last=False)
+        return attrs
 
     def listxattr(self, ino: int) -> list[bytes]:
         return list(self._xattrs(ino))

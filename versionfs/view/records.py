@@ -11,7 +11,9 @@ from typing import NamedTuple
 ROOT_INO = 1
 XATTR_ID = b"user.versionfs.id"
 XATTR_COMMIT = b"user.versionfs.commit"
-XATTR_RUN = b"user.versionfs.run"
+XATTR_RUN = b"user.versionfs.run"      # the run that produced this content
+XATTR_CMD = b"user.versionfs.cmd"      # that run's command line (shell-quoted)
+XATTR_STAGE = b"user.versionfs.stage"  # that run's name
 
 
 class Attr(NamedTuple):
