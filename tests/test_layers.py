@@ -54,7 +54,7 @@ RANKS: dict[str, float] = {
     # a run composes the verbs: it restores (checkout) and commits (snapshot)
     "ops.run": 4.1,
     # inspecting runs: lineage walks run records upstream, compare puts two side by side
-    "ops.lineage": 4.2, "ops.compare": 4.2,
+    "ops.lineage": 4.2, "ops.compare": 4.2, "ops.lineage_formats": 4.3,
     "api": 4.5,  # versionfs.Repo: repo.Repository plus one method per operation
     # Python objects as run outputs, and versionfs.Run (a block recorded as a run)
     "materializers": 4.55, "runapi": 4.6,

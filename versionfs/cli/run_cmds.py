@@ -188,3 +188,104 @@ def runs_rm(ctx, run_ids) -> None:
     remove_runs(repo, recs, on_wait=info)
     for r in recs:
         info(f"removed run {r.short} ({r.name})")
+
+
+# -- vfs runs compare (two runs side by side) -------------------------------------------
+
+
+@runs_group.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "fmt", flag_value="json", help="Print the comparison as JSON.")
+@click.option("--md", "fmt", flag_value="md", help="Print Markdown tables.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Show unchanged params and metrics too (text output).")
+@click.pass_context
+def runs_compare(ctx, run_a, run_b, fmt, show_all) -> None:
+    """Compare run A (old) with run B (new): params and metrics side by side with
+    the change of numbers (changed rows marked *), then what else differs
+    (command, working directory, code version, inputs, outputs, status)."""
+    from ..ops.compare import compare_runs
+    from ..ops.run import get_run
+    repo = open_repo(ctx)
+    cmp = compare_runs(get_run(repo, run_a), get_run(repo, run_b))
+    if fmt == "json":
+        emit_json(cmp.to_dict())
+    elif fmt == "md":
+        click.echo("\n".join(_compare_md(cmp)))
+    else:
+        click.echo("\n".join(_compare_text(cmp, show_all)))
+
+
+_MARK = {"same": " ", "changed": "*", "added": "+", "removed": "-"}
+
+
+def _cell(v, missing: bool = False) -> str:
+    if missing:
+        return "-"
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _value_cells(row) -> list[str]:
+    change = "" if row.change is None or row.change == 0 else \
+        (f"{row.change:+.6g}" if isinstance(row.change, float) else f"{row.change:+d}")
+    return [f"{row.file}:{row.key}", _cell(row.old, row.state == "added"),
+            _cell(row.new, row.state == "removed"), change]
+
+
+def _brief_lines(cmp) -> list[str]:
+    out = []
+    for name, (old, new) in cmp.other.items():
+        out.append(f"{name}: {old} -> {new}")
+    for title, rows in (("inputs", cmp.inputs), ("outputs", cmp.outputs)):
+        for r in rows:
+            ids = f"{(r.old or '-')[:12]} -> {(r.new or '-')[:12]}"
+            out.append(f"{title[:-1]} {r.state}: {r.path}  {ids}")
+    return out
+
+
+def _compare_text(cmp, show_all: bool) -> list[str]:
+    a, b = cmp.a, cmp.b
+    out = [f"A: run {a.short} {a.name}  {fmt_time(a.start_ns)}",
+           f"B: run {b.short} {b.name}  {fmt_time(b.start_ns)}"]
+    for title, rows in (("params", cmp.params), ("metrics", cmp.metrics)):
+        shown = [r for r in rows if show_all or r.changed]
+        if not rows:
+            continue
+        if not shown:
+            out.append(f"{title}: {len(rows)} unchanged")
+            continue
+        cells = [[title, "A", "B", "change"]] + [_value_cells(r) for r in shown]
+        marks = [" "] + [_MARK[r.state] for r in shown]
+        widths = [max(len(c[i]) for c in cells) for i in range(4)]
+        for mark, row in zip(marks, cells):
+            out.append(f"{mark} " + "  ".join(c.ljust(w) for c, w in zip(row, widths))
+                       .rstrip())
+    brief = _brief_lines(cmp)
+    out += brief or ["same command, code version, inputs and outputs"]
+    return out
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _compare_md(cmp) -> list[str]:
+    out = [f"Run A: `{cmp.a.short}` {cmp.a.name}; run B: `{cmp.b.short}` {cmp.b.name}", ""]
+    for title, rows in (("Param", cmp.params), ("Metric", cmp.metrics)):
+        if not rows:
+            continue
+        out += [f"| Path | {title} | A | B | Change |", "|---|---|---|---|---|"]
+        for r in rows:
+            key, old, new, change = _value_cells(r)
+            if r.changed:
+                key = f"**{key.split(':', 1)[1]}**"
+            else:
+                key = key.split(":", 1)[1]
+            out.append("| " + " | ".join(_md_escape(c) for c in
+                                         (r.file, key, old, new, change)) + " |")
+        out.append("")
+    brief = _brief_lines(cmp)
+    out += [f"- {_md_escape(line)}" for line in brief] or \
+        ["- same command, code version, inputs and outputs"]
+    return out
