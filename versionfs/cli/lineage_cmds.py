@@ -35,7 +35,7 @@ def lineage_cmd(ctx, target, fmt, depth) -> None:
     """
     from ..ops import lineage as L
     repo = open_repo(ctx)
-    rev, cid, path = L.resolve_target(repo, target, lambda p: workspace_path(repo, p))
+    rev, _, path = L.resolve_target(repo, target, lambda p: workspace_path(repo, p))
     lin = L.lineage(repo, rev, path, depth=L.DEFAULT_DEPTH if depth is None else depth)
     if fmt in ("prov", "dot", "mermaid"):
         from ..ops import lineage_formats as F
