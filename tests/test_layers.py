@@ -59,10 +59,12 @@ RANKS: dict[str, float] = {
     # Python objects as run outputs, and versionfs.Run (a block recorded as a run)
     "materializers": 4.55, "runapi": 4.6,
     # view/: the FUSE-free picture of commits
-    "view.records": 5, "view.tables": 5.1, "view.chunks": 5.1, "view.core": 5.2,
+    "view.records": 5, "view.tables": 5.1, "view.chunks": 5.1, "view.observe": 5.1,
+    "view.core": 5.2,
     "view": 5.3,
     # fuse/: the pyfuse3 adapter and the mount's life
-    "fuse": 6, "fuse.request": 6, "fuse.ops": 6, "fuse.serve": 6.1, "fuse.mount": 6.2,
+    "fuse": 6, "fuse.request": 6, "fuse.ops": 6, "fuse.control": 6,
+    "fuse.serve": 6.1, "fuse.mount": 6.2,
     # the public API facade as an import target: only the CLI may lean on it
     "": 6.5,
     # cli/: formatting, the click group, one module per command family, the entry

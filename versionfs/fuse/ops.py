@@ -6,7 +6,8 @@ logged with its traceback and answered with EIO, so one bug never takes the moun
 down. Every write-type request answers EROFS. Loading whole chunks (pread and
 BLAKE3) and large unhashed reads run on worker threads under a ``CapacityLimiter``;
 cached chunks, small ranges that need no hashing and metadata requests are
-answered on the trio thread (memory, short LMDB reads, one small pread).
+answered on the trio thread (memory, short LMDB reads, one small pread). An open
+by a process of an observed run is recorded (``view.Tracking``) before it is answered.
 
 Thread-safety: one instance serves one mount, on that mount's trio loop.
 """
@@ -23,7 +24,7 @@ import pyfuse3
 import trio
 
 from ..errors import VfsError
-from ..view import Attr, View
+from ..view import Attr, Tracking, View
 
 log = logging.getLogger("versionfs.fuse")
 
@@ -74,11 +75,14 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, view: View, *, read_threads: int = 8):
+    def __init__(self, view: View, *, read_threads: int = 8,
+                 tracking: Tracking | None = None):
         super().__init__()
         self.view = view
         self.limiter = trio.CapacityLimiter(read_threads)
         self.uid, self.gid = os.getuid(), os.getgid()
+        self.tracking = tracking if tracking is not None else Tracking()
+        self._trackers = self.tracking.trackers  # the same dict: empty unless observed
 
     def entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
@@ -167,7 +171,11 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         # keep_cache: the bytes of an inode never change, so the page cache
         # filled by one open serves every later open at native speed.
-        return pyfuse3.FileInfo(fh=self.view.open(inode), keep_cache=True)
+        fh = self.view.open(inode)
+        if self._trackers:
+            # at open, not read: a page-cached file is read without any request
+            self.tracking.record(ctx.pid, lambda: self.view.opened(inode))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @_translated
     async def read(self, fh, off, size):

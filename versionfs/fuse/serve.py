@@ -2,7 +2,9 @@
 signals, unmount.
 
 ``serve`` runs ``pyfuse3.main`` on trio, plus a task that stops it on SIGINT,
-SIGTERM or SIGHUP and one that probes the new mount and reports readiness.
+SIGTERM or SIGHUP, the control socket through which runs observe what their
+processes open (``control``), and a task that probes the new mount and reports
+readiness.
 Whatever ends the loop — ``versionfs umount``, a signal, a crash — the ``finally``
 unmounts if the mount is still there, so a daemon never leaves a dead mount behind.
 This is the only module of the mount's life that imports pyfuse3 and trio (about
@@ -12,6 +14,7 @@ arguments. Thread-safety: one mount per process (pyfuse3 is a singleton).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -23,8 +26,9 @@ import trio
 
 from ..errors import MountError, VfsError
 from ..repo.repository import Repo
-from ..view import View
+from ..view import Tracking, View
 from ..repo import mounts
+from .control import serve_control
 from .request import MountRequest
 from .ops import Operations
 
@@ -55,7 +59,8 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
     stop = _Stop()
     saved = {signum: signal.signal(signum, stop.handler) for signum in _SIGNALS}
     try:
-        ops = Operations(view, read_threads=read_threads)
+        tracking = Tracking()
+        ops = Operations(view, read_threads=read_threads, tracking=tracking)
         try:
             pyfuse3.init(ops, req.mountpoint, fuse_options(req))
         except RuntimeError:
@@ -66,9 +71,10 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
             view.commit_id.hex() if view.commit_id else None, os.getpid(),
             mounts.state_base(req.mountpoint) + ".log")
         try:
-            trio.run(_main, req.mountpoint, on_ready, state, stop)
+            trio.run(_main, req.mountpoint, on_ready, state, stop, tracking)
         finally:
             stop.requested = True
+            tracking.clear_cache()
             mounts.remove_state(req.mountpoint, os.getpid())
             still = mounts.find_mount(req.mountpoint) is not None
             pyfuse3.close(unmount=still)
@@ -100,9 +106,14 @@ class _Stop:
         raise SystemExit(128 + signum)
 
 
-async def _main(mountpoint: str, on_ready, state: mounts.MountState, stop: _Stop) -> None:
+async def _main(mountpoint: str, on_ready, state: mounts.MountState, stop: _Stop,
+                tracking: Tracking) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, stop)
+        # listening before the state file names it, so a run finds it at once
+        control = await nursery.start(serve_control, mounts.control_path(mountpoint),
+                                      tracking)
+        state = dataclasses.replace(state, control=control)
         nursery.start_soon(_announce, mountpoint, on_ready, state)
         await pyfuse3.main(min_tasks=2, max_tasks=64)
         stop.requested = True

@@ -2,9 +2,9 @@
 
 The kernel's mount table (``/proc/self/mountinfo``) says what is mounted where; every
 versionfs daemon also leaves a small JSON state file (repository, revision, commit,
-pid, log) in a per-user runtime directory and removes it when it exits. Nothing here
-touches a mounted filesystem itself, so a dead mount (its daemon killed) cannot hang
-these functions. Thread-safety: no shared state; files are written atomically.
+pid, log, control socket) in a per-user runtime directory and removes it when it
+exits. Nothing here touches a mounted filesystem itself, so a dead mount (its daemon
+killed) cannot hang these functions. Thread-safety: no shared state; files are written atomically.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class MountState:
     commit: str | None
     pid: int
     log: str
+    control: str | None = None  # the daemon's control socket (observed reads); None
+    #                             for daemons that predate it
 
     @property
     def spec(self) -> str:
@@ -105,7 +107,8 @@ def write_state(state: MountState) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump({"mountpoint": state.mountpoint, "repo": state.repo, "rev": state.rev,
-                   "commit": state.commit, "pid": state.pid, "log": state.log}, f)
+                   "commit": state.commit, "pid": state.pid, "log": state.log,
+                   "control": state.control}, f)
     os.rename(tmp, path)
 
 
@@ -114,9 +117,16 @@ def read_state(mountpoint: str) -> MountState | None:
         with open(state_base(mountpoint) + ".json") as f:
             raw = json.load(f)
         return MountState(raw["mountpoint"], raw["repo"], raw["rev"], raw["commit"],
-                          int(raw["pid"]), raw["log"])
+                          int(raw["pid"]), raw["log"], raw.get("control"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def control_path(mountpoint: str) -> str:
+    """Where the daemon of ``mountpoint`` serves its control socket: short, since a
+    unix socket path holds at most 107 bytes."""
+    digest = hashlib.sha256(mountpoint.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(state_dir(), f"{digest}.sock")
 
 
 def remove_state(mountpoint: str, pid: int) -> None:

@@ -19,6 +19,9 @@ re-hash; sequential readers get the next chunks loaded ahead on background threa
 Where a verified chunk lies is remembered, so a later read of it re-reads just its
 range. ``verify="off"`` skips all of that: every read is one pread of its range.
 
+Which process trees opened which files (for ``vfs run``) is ``observe.Tracking``:
+``View.opened`` says which commit and path an inode is.
+
 Thread-safety: every method may be called from any thread. Inode tables sit behind
 one lock; ``read`` takes it only briefly, so many reads run at once.
 """
@@ -26,11 +29,13 @@ one lock; ``read`` takes it only briefly, so many reads run at once.
 from ..errors import NoSuchAttribute
 from .chunks import ChunkCache
 from .core import View
+from .observe import Tracker, Tracking
 from .records import (
     ROOT_INO, XATTR_CMD, XATTR_COMMIT, XATTR_ID, XATTR_RUN, XATTR_STAGE, Attr, DirEntry,
-    FsStats,
+    FsStats, OpenedFile,
 )
 
 __all__ = ["View", "Attr", "DirEntry", "FsStats", "NoSuchAttribute", "ChunkCache",
+           "OpenedFile", "Tracker", "Tracking",
            "ROOT_INO", "XATTR_ID", "XATTR_COMMIT", "XATTR_RUN",
            "XATTR_CMD", "XATTR_STAGE"]

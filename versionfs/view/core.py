@@ -25,7 +25,7 @@ from ..repo.repository import Repo
 from .chunks import ChunkCache, Content
 from .records import (
     ROOT_INO, XATTR_CMD, XATTR_COMMIT, XATTR_ID, XATTR_RUN, XATTR_STAGE, Attr, DirEntry,
-    FsStats,
+    FsStats, OpenedFile,
 )
 from .tables import FileTable, PackedTree, TreeCache
 
@@ -172,14 +172,17 @@ class View:
         file forgotten by the kernel comes back without hashing again.
         """
         table, known = self._files, tree.inos
+        loc = (d.ino << _IDX_BITS) | idx
         if known is not None and known[idx]:
             ino, chk = known[idx], tree.chks[idx]
             i = table.slot(ino)
             if table.inos[i] == 0:
-                i = table.insert(i, ino, chk, (d.ino << _IDX_BITS) | idx)
+                i = table.insert(i, ino, chk, loc)
                 d.pins += 1
             if table.chks[i] == chk:
                 table.refs[i] += 1
+                if table.locs[i] != loc:
+                    table.aliased[i] = 1
                 return ino
         h = hash_bytes(tree.key(idx))
         chk = int.from_bytes(h[24:28], "little")
@@ -187,11 +190,13 @@ class View:
             ino = (int.from_bytes(h[8 * k: 8 * k + 8], "little") >> 2) | _FILE_BIT
             i = table.slot(ino)
             if table.inos[i] == 0:
-                i = table.insert(i, ino, chk, (d.ino << _IDX_BITS) | idx)
+                i = table.insert(i, ino, chk, loc)
                 d.pins += 1
             elif table.chks[i] != chk:
                 continue
             table.refs[i] += 1
+            if table.locs[i] != loc:
+                table.aliased[i] = 1
             if known is not None:
                 known[idx], tree.chks[idx] = ino, chk
             return ino
@@ -287,12 +292,15 @@ class View:
         # the hot loop of every listing: _child's fast path, inlined
         inos, chks, table, lock = tree.inos, tree.chks, self._files, self._lock
         blob, offs, attr_of = tree.blob, tree.offs, tree.attr
+        base = d.ino << _IDX_BITS
         for idx in range(max(offset, 2) - 2, len(tree)):
             with lock:
                 ino = inos[idx]
                 i = table.slot(ino) if ino else -1
                 if i >= 0 and table.inos[i] == ino and table.chks[i] == chks[idx]:
                     table.refs[i] += 1
+                    if table.locs[i] != base | idx:
+                        table.aliased[i] = 1
                     attr = attr_of(ino, idx)
                 else:
                     attr = self._child(d, tree, idx)
@@ -413,6 +421,29 @@ class View:
             cache.prefetch(c.chunks[i: i + self.prefetch_chunks])
         c.next_offset = max(c.next_offset, end)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def opened(self, ino: int) -> OpenedFile:
+        """Which file of which commit ``ino`` is: the entry it was first looked up
+        through, with ``exact`` False if another entry led to it too."""
+        with self._lock:
+            i = self._files.slot(ino) if ino & _FILE_BIT else -1
+            if i < 0 or self._files.inos[i] != ino:
+                raise _gone(f"file inode {ino}")
+            loc, exact = self._files.locs[i], not self._files.aliased[i]
+            d = self._dirs[loc >> _IDX_BITS]
+            steps = [(d.tree, loc & _IDX_MASK)]
+            # up to the commit's root: its parent is virtual, or it is the mount's root
+            while d.ino != ROOT_INO and self._dirs[d.parent].commit is not None:
+                parent = self._dirs[d.parent]
+                steps.append((parent.tree, d.key[1]))
+                d = parent
+            cid = d.commit
+        trees = [(self._trees.get(tid), idx) for tid, idx in steps]
+        tree, idx = trees[0]
+        _, _, size, _, oid = tree.fields(idx)
+        path = b"/".join(t.name(j) for t, j in reversed(trees))
+        return OpenedFile(cid.hex(), path.decode("utf-8", "surrogateescape"),
+                          bytes(oid).hex(), size, exact)
 
     def readlink(self, ino: int) -> bytes:
         e = self._entry(ino)

@@ -45,3 +45,21 @@ class DirEntry(NamedTuple):
     name: bytes
     attr: Attr
     next_offset: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class OpenedFile:
+    """A file as opened through a view: the commit and the path inside it (``/``
+    between names, no leading slash; names not UTF-8 are surrogate-escaped), its
+    content id (hex) and size.
+
+    ``exact`` is False when the same inode (one per content: id, mode, mtime, size)
+    was also reachable through another directory entry of this view, another path
+    or another commit: FUSE's open names only the inode, so the open may have come
+    through any of them. ``id`` and ``size`` are exact either way."""
+
+    commit: str
+    path: str
+    id: str
+    size: int
+    exact: bool = True

@@ -24,7 +24,10 @@ from .records import Attr
 
 
 class FileTable:
-    """ino → (check, locator, lookup count) in open-addressed flat arrays.
+    """ino → (check, locator, lookup count, aliased) in open-addressed flat arrays.
+
+    ``aliased`` is 1 once the inode (one per content) was handed out through a
+    second directory entry: an open of it may then have come through either name.
 
     Linear probing; deletion shifts later entries back, so there are no tombstones.
     The slot is ``ino % capacity``: inos are hashes, already uniform.
@@ -43,6 +46,7 @@ class FileTable:
         self.chks = array("I", bytes(4 * cap))
         self.locs = array("Q", bytes(8 * cap))
         self.refs = array("I", bytes(4 * cap))
+        self.aliased = array("B", bytes(cap))
 
     def slot(self, ino: int) -> int:
         """The slot holding ``ino``, or the empty slot where it would go."""
@@ -57,6 +61,7 @@ class FileTable:
     def insert(self, i: int, ino: int, chk: int, loc: int) -> int:
         """Fill empty slot ``i``; returns the slot ``ino`` ends up in."""
         self.inos[i], self.chks[i], self.locs[i], self.refs[i] = ino, chk, loc, 0
+        self.aliased[i] = 0
         self.count += 1
         if self.count > self.cap * self.MAX_LOAD:
             self._grow()
@@ -67,16 +72,17 @@ class FileTable:
         self._resize(self.cap * 3 // 2)
 
     def _resize(self, cap: int) -> None:
-        old = (self.inos, self.chks, self.locs, self.refs)
+        old = (self.inos, self.chks, self.locs, self.refs, self.aliased)
         self._alloc(cap)
-        for ino, chk, loc, ref in zip(*old):
+        for ino, chk, loc, ref, alias in zip(*old):
             if ino:
                 i = self.slot(ino)
                 self.inos[i], self.chks[i], self.locs[i], self.refs[i] = ino, chk, loc, ref
+                self.aliased[i] = alias
 
     def remove(self, i: int) -> None:
         inos, cap = self.inos, self.cap
-        arrays = (self.inos, self.chks, self.locs, self.refs)
+        arrays = (self.inos, self.chks, self.locs, self.refs, self.aliased)
         j = i
         while True:
             j = j + 1 if j + 1 < cap else 0

@@ -1,0 +1,195 @@
+"""Which process trees opened which files: attributing a mount's opens to trackers.
+
+A *tracker* stands for one observed run: a root process, named by its pid and its
+start time (field 22 of ``/proc/PID/stat``, so a reused pid never matches), whose
+strict descendants' opens are recorded; the root's own are not. ``Tracking.owners``
+answers, for the pid of a FUSE request, which trackers it belongs to: it walks the
+parent links in ``/proc/PID/stat`` up to pid 0, checking that every parent started
+no later than its child (a parent that exited and whose pid was reused by a younger
+process is not the parent). Answers are cached per pid, each with a pidfd
+(``pidfd_open``, ``PIDFD_THREAD``: FUSE names the *thread* that asked); an entry is
+stale once its pidfd is readable (the process exited), so a cached answer costs one
+``select`` rather than re-reading ``/proc``. A new pid usually resolves in one step,
+its parent being cached. The cache holds at most ``MAX_CACHED`` pids and is emptied
+whenever the set of trackers changes; with no tracker it holds nothing, and the
+caller's test of ``trackers`` is the only cost of an open.
+
+Once a process is counted in a tree it stays counted until it exits, even if it
+is re-parented out of it (the observer makes itself a child subreaper, so orphans
+normally stay inside). A pid of 0 (a process in a pid namespace the daemon cannot
+see) belongs to no tree.
+
+Thread-safety: one ``Tracking`` per mount, used from the mount's trio thread only.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import select
+from collections import OrderedDict
+from typing import NamedTuple
+
+from ..repo.observe import proc_stat
+from .records import OpenedFile
+
+MAX_CACHED = 1024   # pidfds held at most (the daemon also keeps up to 128 blob fds)
+MAX_DEPTH = 4096    # parent links followed at most (a loop in /proc cannot happen)
+PIDFD_THREAD = os.O_EXCL  # linux/pidfd.h; Linux 6.9+, so older kernels fall back
+
+
+class Tracker:
+    """One observed run: its root process and the distinct files its tree opened."""
+
+    __slots__ = ("id", "pid", "start", "reads")
+
+    def __init__(self, tid: int, pid: int, start: int):
+        self.id, self.pid, self.start = tid, pid, start
+        self.reads: set[OpenedFile] = set()
+
+
+class _Entry(NamedTuple):
+    fd: int
+    pid: int
+    start: int
+    owners: tuple[Tracker, ...]
+
+
+class Tracking:
+    """The trackers of one mount and the pid → trackers cache.
+
+    Error handling: ``track`` raises ``ProcessLookupError`` when the root is not
+    running (or its pid now names a younger process); nothing else raises.
+    """
+
+    def __init__(self, max_cached: int = MAX_CACHED):
+        self.trackers: dict[int, Tracker] = {}  # falsy when nobody observes
+        self.max_cached = max_cached
+        self._roots: dict[tuple[int, int], list[Tracker]] = {}
+        self._cache: OrderedDict[int, _Entry] = OrderedDict()
+        self._ids = itertools.count(1)
+
+    def track(self, pid: int, start: int) -> Tracker:
+        st = proc_stat(pid)
+        if st is None or st.start != start:
+            raise ProcessLookupError(f"process {pid} (started at tick {start}) is not "
+                                     "running")
+        t = Tracker(next(self._ids), pid, start)
+        self.trackers[t.id] = t
+        self._changed()
+        return t
+
+    def untrack(self, tracker: Tracker) -> None:
+        if self.trackers.pop(tracker.id, None) is not None:
+            self._changed()
+
+    def _changed(self) -> None:
+        self.clear_cache()
+        self._roots = {}
+        for t in self.trackers.values():
+            self._roots.setdefault((t.pid, t.start), []).append(t)
+
+    def clear_cache(self) -> None:
+        for entry in self._cache.values():
+            os.close(entry.fd)
+        self._cache.clear()
+
+    def cached(self) -> int:
+        return len(self._cache)
+
+    def record(self, pid: int, opened) -> int:
+        """Add ``opened()`` (an ``OpenedFile``, made only if needed) to every tracker
+        ``pid`` belongs to; returns how many."""
+        owners = self.owners(pid)
+        if owners:
+            f = opened()
+            for t in owners:
+                t.reads.add(f)
+        return len(owners)
+
+    def owners(self, pid: int) -> tuple[Tracker, ...]:
+        """The trackers whose root ``pid`` (a process or thread) descends from."""
+        if not self.trackers or pid <= 0:
+            return ()
+        hit = self._valid(pid)
+        return hit.owners if hit is not None else self._resolve(pid)
+
+    def _valid(self, pid: int) -> _Entry | None:
+        entry = self._cache.get(pid)
+        if entry is None:
+            return None
+        if select.select([entry.fd], [], [], 0)[0]:  # exited: its pid may be reused
+            del self._cache[pid]
+            os.close(entry.fd)
+            return None
+        self._cache.move_to_end(pid)
+        return entry
+
+    def _resolve(self, pid: int) -> tuple[Tracker, ...]:
+        chain, above = self._walk(pid)
+        if chain is None:
+            return ()
+        owners = above.owners if above is not None else ()
+        parent = (above.pid, above.start) if above is not None else None
+        for p, start in reversed(chain):
+            owners = owners + tuple(self._roots.get(parent, ()))
+            self._remember(p, start, owners)
+            parent = (p, start)
+        return owners
+
+    def _walk(self, pid: int):
+        """``(chain, above)``: ``chain`` lists ``(pid, start)`` from ``pid`` up to a
+        process whose parent is cached (``above``) or is pid 0 (``above``
+        None); ``(None, None)`` when
+        the ancestry cannot be known (a process vanished as it was read)."""
+        chain: list[tuple[int, int]] = []
+        p, retried = pid, False
+        for _ in range(MAX_DEPTH):
+            st = proc_stat(p)
+            if st is None or (chain and st.start > chain[-1][1]):
+                # p exited (its pid maybe reused): its child was re-parented; ask it
+                if not chain or retried:
+                    return None, None
+                retried = True
+                child = proc_stat(chain[-1][0])
+                if child is None or child.ppid == p:
+                    return None, None
+                p = child.ppid
+                continue
+            chain.append((p, st.start))
+            if st.ppid <= 0:
+                return chain, None
+            hit = self._valid(st.ppid)
+            if hit is not None and hit.start <= st.start:
+                return chain, hit
+            p, retried = st.ppid, False
+        return None, None
+
+    def _remember(self, pid: int, start: int, owners: tuple[Tracker, ...]) -> None:
+        fd = _pidfd(pid)
+        if fd < 0:
+            return
+        st = proc_stat(pid)  # still the process we walked (not exited and reused)?
+        if st is None or st.start != start:
+            os.close(fd)
+            return
+        old = self._cache.pop(pid, None)
+        if old is not None:
+            os.close(old.fd)
+        self._cache[pid] = _Entry(fd, pid, start, owners)
+        while len(self._cache) > self.max_cached:
+            os.close(self._cache.popitem(last=False)[1].fd)
+
+
+def _pidfd(pid: int) -> int:
+    """A pidfd of thread or process ``pid``, or -1 (gone, no fd left, no pidfds)."""
+    for flags in (PIDFD_THREAD, 0):
+        try:
+            return os.pidfd_open(pid, flags)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: flag unknown, or not a leader
+                return -1
+        except AttributeError:
+            return -1
+    return -1
