@@ -28,7 +28,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 from . import mounts
 
@@ -98,7 +98,7 @@ class Observer:
         self._links: list[_Link] = []
         self._subreaper: int | None = None  # the caller's setting before start
 
-    def __enter__(self) -> Observer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

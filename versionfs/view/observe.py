@@ -42,7 +42,7 @@ PIDFD_THREAD = os.O_EXCL  # linux/pidfd.h; Linux 6.9+, so older kernels fall bac
 class Tracker:
     """One observed run: its root process and the distinct files its tree opened."""
 
-    __slots__ = ("id", "pid", "start", "reads")
+    __slots__ = ("id", "pid", "reads", "start")
 
     def __init__(self, tid: int, pid: int, start: int):
         self.id, self.pid, self.start = tid, pid, start
