@@ -55,7 +55,7 @@ def _sleeper() -> subprocess.Popen:
 
 
 def test_descendants_are_tracked_and_the_root_is_not():
-    tracking = Tracking()
+    tracking = Tracking(None)
     me = proc_stat(os.getpid())
     assert tracking.owners(os.getpid()) == ()   # nobody observes: nothing is looked up
     assert tracking.cached() == 0
@@ -88,14 +88,14 @@ def test_descendants_are_tracked_and_the_root_is_not():
 
 
 def test_a_root_whose_start_time_differs_is_refused():
-    tracking = Tracking()
+    tracking = Tracking(None)
     with pytest.raises(ProcessLookupError, match="is not running"):
         tracking.track(os.getpid(), proc_stat(os.getpid()).start + 1)
     assert not tracking.trackers
 
 
 def test_threads_count_as_their_process():
-    tracking = Tracking()
+    tracking = Tracking(None)
     code = textwrap.dedent("""
         import sys, threading
         def run():

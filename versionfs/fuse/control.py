@@ -5,8 +5,8 @@ A unix stream socket (0600, in the owner's 0700 state directory; the peer's
 one reply per request::
 
     {"op": "track", "pid": P, "start": S, "client": C}  -> {"ok": true}
-    {"op": "collect"}  -> {"ok": true, "reads": [{"commit", "path", "id", "size",
-                                                  "exact"}, ...]}
+    {"op": "collect"}  -> {"ok": true, "reads": [[commit, path, id, size, exact],
+                                                 ...]}
     {"op": "stats"}    -> {"ok": true, "trackers": N, "cached": M}
     anything wrong     -> {"ok": false, "error": "what is wrong"}
 
@@ -128,8 +128,8 @@ def _answer(line: bytes, tracker: Tracker | None, tracking: Tracking,
             if tracker is None:
                 return _error("nothing is tracked on this connection; send 'track' "
                               "first"), tracker
-            reads = [{"commit": f.commit, "path": f.path, "id": f.id, "size": f.size,
-                      "exact": f.exact} for f in sorted(tracker.reads)]
+            reads = [[f.commit, f.path, f.id, f.size, f.exact]
+                     for f in tracking.reads(tracker)]
             return {"ok": True, "reads": reads}, tracker
         if op == "stats":
             return {"ok": True, "trackers": len(tracking.trackers),

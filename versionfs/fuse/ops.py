@@ -81,7 +81,7 @@ class Operations(pyfuse3.Operations):
         self.view = view
         self.limiter = trio.CapacityLimiter(read_threads)
         self.uid, self.gid = os.getuid(), os.getgid()
-        self.tracking = tracking if tracking is not None else Tracking()
+        self.tracking = tracking if tracking is not None else Tracking(view)
         self._trackers = self.tracking.trackers  # the same dict: empty unless observed
 
     def entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
@@ -174,7 +174,7 @@ class Operations(pyfuse3.Operations):
         fh = self.view.open(inode)
         if self._trackers:
             # at open, not read: a page-cached file is read without any request
-            self.tracking.record(ctx.pid, lambda: self.view.opened(inode))
+            self.tracking.record(ctx.pid, inode)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @_translated

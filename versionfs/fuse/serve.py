@@ -59,7 +59,7 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
     stop = _Stop()
     saved = {signum: signal.signal(signum, stop.handler) for signum in _SIGNALS}
     try:
-        tracking = Tracking()
+        tracking = Tracking(view)
         ops = Operations(view, read_threads=read_threads, tracking=tracking)
         try:
             pyfuse3.init(ops, req.mountpoint, fuse_options(req))

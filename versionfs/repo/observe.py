@@ -124,16 +124,17 @@ class Observer:
         for link in links:
             try:
                 reply = self._ask(link, {"op": "collect"})
-                found.update(ObservedRead(link.state.repo, r["commit"], r["path"],
-                                          r["id"], link.state.mountpoint, int(r["size"]),
-                                          bool(r["exact"])) for r in reply["reads"])
+                repo, mp = link.state.repo, link.state.mountpoint
+                found.update(ObservedRead(repo, commit, path, oid, mp, int(size),
+                                          bool(exact))
+                             for commit, path, oid, size, exact in reply["reads"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 self.warn(f"{link.state.mountpoint}: could not collect what was read "
                           f"({exc}); its reads are not recorded")
             finally:
                 _close(link)
         self._restore_subreaper()
-        return sorted(found)
+        return sorted(found, key=_order)
 
     def _connect(self, mountpoint: str, state: mounts.MountState | None,
                  start: int) -> _Link | None:
@@ -188,6 +189,10 @@ class Observer:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER,
                                                     self._subreaper, 0, 0, 0)
             self._subreaper = None
+
+
+def _order(r: ObservedRead) -> tuple:
+    return (r.repo, r.commit, r.path, r.mountpoint, r.id)
 
 
 def _close(link: _Link | None) -> None:

@@ -422,28 +422,43 @@ class View:
         c.next_offset = max(c.next_offset, end)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def opened(self, ino: int) -> OpenedFile:
-        """Which file of which commit ``ino`` is: the entry it was first looked up
-        through, with ``exact`` False if another entry led to it too."""
+    def place(self, ino: int) -> tuple[int, int, bool]:
+        """Where file inode ``ino`` came from: ``(directory inode, entry index,
+        exact)``, ``exact`` False if another entry led to the same inode too. Cheap
+        (an open of an observed run pays it); ``dir_place`` and ``opened`` say more."""
         with self._lock:
-            i = self._files.slot(ino) if ino & _FILE_BIT else -1
-            if i < 0 or self._files.inos[i] != ino:
+            t = self._files
+            i = t.slot(ino) if ino & _FILE_BIT else -1
+            if i < 0 or t.inos[i] != ino:
                 raise _gone(f"file inode {ino}")
-            loc, exact = self._files.locs[i], not self._files.aliased[i]
-            d = self._dirs[loc >> _IDX_BITS]
-            steps = [(d.tree, loc & _IDX_MASK)]
+            loc = t.locs[i]
+            return loc >> _IDX_BITS, loc & _IDX_MASK, not t.aliased[i]
+
+    def dir_place(self, ino: int) -> tuple[str, str, bytes]:
+        """``(commit hex, path inside the commit, tree id)`` of a commit's directory
+        (the path is ``""`` for the commit's root, else ends with ``/``)."""
+        with self._lock:
+            d = self._dir(ino)
+            tree_id, steps = d.tree, []
             # up to the commit's root: its parent is virtual, or it is the mount's root
             while d.ino != ROOT_INO and self._dirs[d.parent].commit is not None:
                 parent = self._dirs[d.parent]
                 steps.append((parent.tree, d.key[1]))
                 d = parent
-            cid = d.commit
-        trees = [(self._trees.get(tid), idx) for tid, idx in steps]
-        tree, idx = trees[0]
+            if d.commit is None:
+                raise _gone(f"directory inode {ino} of a commit")
+        names = [self._trees.get(tid).name(idx) for tid, idx in reversed(steps)]
+        prefix = b"".join(n + b"/" for n in names).decode("utf-8", "surrogateescape")
+        return d.commit.hex(), prefix, bytes(tree_id)
+
+    def opened(self, commit: str, prefix: str, tree_id: bytes, idx: int,
+               exact: bool = True) -> OpenedFile:
+        """The file of entry ``idx`` of tree ``tree_id``, at ``prefix`` in ``commit``
+        (as ``dir_place`` gave them: trees never change, so this works later too)."""
+        tree = self._trees.get(tree_id)
         _, _, size, _, oid = tree.fields(idx)
-        path = b"/".join(t.name(j) for t, j in reversed(trees))
-        return OpenedFile(cid.hex(), path.decode("utf-8", "surrogateescape"),
-                          bytes(oid).hex(), size, exact)
+        name = tree.name(idx).decode("utf-8", "surrogateescape")
+        return OpenedFile(commit, prefix + name, bytes(oid).hex(), size, exact)
 
     def readlink(self, ino: int) -> bytes:
         e = self._entry(ino)

@@ -29,7 +29,7 @@ import itertools
 import os
 import select
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..repo.observe import proc_stat
 from .records import OpenedFile
@@ -39,14 +39,24 @@ MAX_DEPTH = 4096    # parent links followed at most (a loop in /proc cannot happ
 PIDFD_THREAD = os.O_EXCL  # linux/pidfd.h; Linux 6.9+, so older kernels fall back
 
 
+class Places(Protocol):
+    """What ``Tracking`` needs of a view (``View`` is one)."""
+
+    def place(self, ino: int) -> tuple[int, int, bool]: ...
+    def dir_place(self, ino: int) -> tuple[str, str, bytes]: ...
+    def opened(self, commit: str, prefix: str, tree_id: bytes, idx: int,
+               exact: bool) -> OpenedFile: ...
+
+
 class Tracker:
-    """One observed run: its root process and the distinct files its tree opened."""
+    """One observed run: its root process and the distinct entries its tree opened,
+    as ``(directory inode, index) → exact``; ``Tracking.reads`` names them."""
 
     __slots__ = ("id", "pid", "reads", "start")
 
     def __init__(self, tid: int, pid: int, start: int):
         self.id, self.pid, self.start = tid, pid, start
-        self.reads: set[OpenedFile] = set()
+        self.reads: dict[tuple[int, int], bool] = {}
 
 
 class _Entry(NamedTuple):
@@ -63,11 +73,13 @@ class Tracking:
     running (or its pid now names a younger process); nothing else raises.
     """
 
-    def __init__(self, max_cached: int = MAX_CACHED):
+    def __init__(self, view: Places, max_cached: int = MAX_CACHED):
+        self.view = view
         self.trackers: dict[int, Tracker] = {}  # falsy when nobody observes
         self.max_cached = max_cached
         self._roots: dict[tuple[int, int], list[Tracker]] = {}
         self._cache: OrderedDict[int, _Entry] = OrderedDict()
+        self._dirs: dict[int, tuple[str, str, bytes]] = {}  # dir ino → dir_place
         self._ids = itertools.count(1)
 
     def track(self, pid: int, start: int) -> Tracker:
@@ -83,6 +95,8 @@ class Tracking:
     def untrack(self, tracker: Tracker) -> None:
         if self.trackers.pop(tracker.id, None) is not None:
             self._changed()
+        if not self.trackers:
+            self._dirs.clear()
 
     def _changed(self) -> None:
         self.clear_cache()
@@ -98,15 +112,27 @@ class Tracking:
     def cached(self) -> int:
         return len(self._cache)
 
-    def record(self, pid: int, opened) -> int:
-        """Add ``opened()`` (an ``OpenedFile``, made only if needed) to every tracker
-        ``pid`` belongs to; returns how many."""
+    def record(self, pid: int, ino: int) -> int:
+        """Count an open of file ``ino`` by ``pid`` for every tracker
+        ``pid`` belongs to; returns how many. Cheap: where the entry is goes into
+        the trackers, what it is (commit, path, id) only when ``reads`` asks."""
         owners = self.owners(pid)
         if owners:
-            f = opened()
+            d, idx, exact = self.view.place(ino)
+            if d not in self._dirs:  # directory inodes are never reused by a view
+                self._dirs[d] = self.view.dir_place(d)
             for t in owners:
-                t.reads.add(f)
+                if not t.reads.get((d, idx), False):
+                    t.reads[(d, idx)] = exact
         return len(owners)
+
+    def reads(self, tracker: Tracker) -> list[OpenedFile]:
+        """The distinct files ``tracker``'s tree opened so far, sorted."""
+        out = set()
+        for (d, idx), exact in tracker.reads.items():
+            commit, prefix, tree_id = self._dirs[d]
+            out.add(self.view.opened(commit, prefix, tree_id, idx, exact))
+        return sorted(out)
 
     def owners(self, pid: int) -> tuple[Tracker, ...]:
         """The trackers whose root ``pid`` (a process or thread) descends from."""
