@@ -521,3 +521,65 @@ def test_file_table_against_a_dict():
     assert table.count == len(model)
     for k, v in model.items():
         assert table.locs[table.slot(k)] == v
+
+
+def test_place_names_the_commit_and_path_an_inode_came_from(ws):
+    repo, _ = ws
+    view = View(repo, None)
+    v1 = repo.resolve("v1").hex()
+    tags_v1 = view.lookup(view.lookup(ROOT_INO, b"tags").ino, b"v1")
+    big = view.lookup(view.lookup(tags_v1.ino, b"data").ino, b"big.bin").ino
+    d, idx, exact = view.place(big)
+    commit, prefix, tree = view.dir_place(d)
+    f = view.opened(commit, prefix, tree, idx, exact)
+    assert (f.commit, f.path, f.size, f.exact) == (v1, "data/big.bin", 9_000_000, True)
+    assert f.id == view.getxattr(big, b"user.versionfs.id").decode()
+    odd = view.lookup(tags_v1.ino, ODD_NAME).ino
+    d, idx, _ = view.place(odd)
+    assert view.opened(*view.dir_place(d), idx).path == \
+        ODD_NAME.decode("utf-8", "surrogateescape")
+    # twin1 and twin2 share an inode: once both were looked up, neither name is certain
+    twin = view.lookup(tags_v1.ino, b"twin1").ino
+    assert view.place(twin)[2]
+    assert view.lookup(tags_v1.ino, b"twin2").ino == twin
+    assert not view.place(twin)[2]
+    # and an unchanged file is the same inode in v1 and HEAD
+    head = view.lookup(ROOT_INO, b"HEAD")
+    assert view.lookup(head.ino, b"data").ino != view.lookup(tags_v1.ino, b"data").ino
+    assert view.place(big)[2]    # HEAD's data/big.bin was not handed out yet
+    list(view.readdir(view.lookup(head.ino, b"data").ino))   # lists HEAD's big.bin
+    assert not view.place(big)[2]
+    # forgetting every lookup frees the inode, and with it what was known of it
+    view.forget([(twin, 2)])
+    with pytest.raises(PathNotFound):
+        view.place(twin)
+
+
+def test_tracking_records_places_and_names_them_at_collect(ws):
+    import subprocess
+    import sys
+
+    from versionfs.repo.observe import proc_stat
+    from versionfs.view import Tracking
+    repo, _ = ws
+    view = View(repo, "v1")
+    tracking = Tracking(view)
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        t = tracking.track(os.getpid(), proc_stat(os.getpid()).start)
+        small = view.lookup(ROOT_INO, b"small.txt").ino
+        data = view.lookup(ROOT_INO, b"data").ino
+        empty = view.lookup(data, b"empty.bin").ino
+        assert tracking.record(child.pid, small) == 1
+        assert tracking.record(child.pid, empty) == 1
+        assert tracking.record(child.pid, small) == 1       # once
+        assert tracking.record(os.getpid(), view.lookup(ROOT_INO, b"twin1").ino) == 0
+        v1 = repo.resolve("v1").hex()
+        got = [(f.commit, f.path, f.size) for f in tracking.reads(t)]
+        assert got == [(v1, "data/empty.bin", 0), (v1, "small.txt", 12)]
+    finally:
+        child.stdin.close()
+        child.wait()
+    tracking.untrack(t)
+    assert tracking.cached() == 0
