@@ -18,7 +18,9 @@ most one tracker, and the tracker lives exactly as long as the connection: when 
 client closes it or dies, the daemon drops it. ``collect`` returns every distinct
 file opened so far (it does not reset).
 
-Thread-safety: runs on the mount's trio loop, like ``ops.Operations``.
+Error handling: a bad request is answered ``ok: false``; a client that goes away
+ends its session; an unexpected exception is logged and closes that connection
+only. Thread-safety: runs on the mount's trio loop, like ``ops.Operations``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import struct
 
 import trio
 
+from ..errors import VfsError
 from ..view import Tracker, Tracking
 
 log = logging.getLogger("versionfs.fuse")
@@ -97,6 +100,10 @@ async def _session(stream: trio.SocketStream, tracking: Tracking) -> None:
             await stream.send_all(json.dumps(reply).encode() + b"\n")
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         log.debug("control socket: client gone (%s)", exc)
+    except Exception:
+        # like ops._translated: a bug ends this connection (and its tracker), never
+        # the mount, whose nursery this task shares
+        log.exception("unexpected error on the control socket; connection closed")
     finally:
         if tracker is not None:
             tracking.untrack(tracker)
@@ -128,8 +135,11 @@ def _answer(line: bytes, tracker: Tracker | None, tracking: Tracking,
             if tracker is None:
                 return _error("nothing is tracked on this connection; send 'track' "
                               "first"), tracker
-            reads = [[f.commit, f.path, f.id, f.size, f.exact]
-                     for f in tracking.reads(tracker)]
+            try:
+                reads = [[f.commit, f.path, f.id, f.size, f.exact]
+                         for f in tracking.reads(tracker)]
+            except VfsError as exc:  # a tree record missing or damaged
+                return _error(f"cannot name what was read: {exc}"), tracker
             return {"ok": True, "reads": reads}, tracker
         if op == "stats":
             return {"ok": True, "trackers": len(tracking.trackers),

@@ -140,7 +140,8 @@ class Observer:
                  start: int) -> _Link | None:
         why = None
         if state is None:
-            why = "its state file is gone"
+            why = ("no state file of ours names it (another user's mount, or a "
+                   "killed daemon's)")
         elif not mounts.alive(state.pid):
             why = f"its daemon (pid {state.pid}) is not running"
         elif state.control is None:
