@@ -96,7 +96,7 @@ async def _session(stream: trio.SocketStream, tracking: Tracking) -> None:
             log.warning("control socket: refused a connection from uid %d", uid)
             return
         async for line in _lines(stream):
-            reply, tracker = _answer(line, tracker, tracking, pid)
+            reply, tracker = await _answer(line, tracker, tracking, pid)
             await stream.send_all(json.dumps(reply).encode() + b"\n")
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         log.debug("control socket: client gone (%s)", exc)
@@ -124,8 +124,8 @@ async def _lines(stream: trio.SocketStream):
             raise OSError(errno.EMSGSIZE, "request line too long")
 
 
-def _answer(line: bytes, tracker: Tracker | None, tracking: Tracking,
-            peer_pid: int) -> tuple[dict, Tracker | None]:
+async def _answer(line: bytes, tracker: Tracker | None, tracking: Tracking,
+                  peer_pid: int) -> tuple[dict, Tracker | None]:
     try:
         req = json.loads(line)
         op = req["op"]
@@ -135,9 +135,11 @@ def _answer(line: bytes, tracker: Tracker | None, tracking: Tracking,
             if tracker is None:
                 return _error("nothing is tracked on this connection; send 'track' "
                               "first"), tracker
+            # naming 20,000 files takes ~0.1 s: off the loop that serves the mount
+            entries = tracking.entries(tracker)
             try:
-                reads = [[f.commit, f.path, f.id, f.size, f.exact]
-                         for f in tracking.reads(tracker)]
+                files = await trio.to_thread.run_sync(tracking.name, entries)
+                reads = [[f.commit, f.path, f.id, f.size, f.exact] for f in files]
             except VfsError as exc:  # a tree record missing or damaged
                 return _error(f"cannot name what was read: {exc}"), tracker
             return {"ok": True, "reads": reads}, tracker

@@ -19,7 +19,8 @@ is re-parented out of it (the observer makes itself a child subreaper, so orphan
 normally stay inside). A pid of 0 (a process in a pid namespace the daemon cannot
 see) belongs to no tree.
 
-Thread-safety: one ``Tracking`` per mount, used from the mount's trio thread only.
+Thread-safety: one ``Tracking`` per mount, used from the mount's trio thread; only
+``name`` (given what ``entries`` copied) may run on another thread.
 """
 
 from __future__ import annotations
@@ -128,11 +129,17 @@ class Tracking:
 
     def reads(self, tracker: Tracker) -> list[OpenedFile]:
         """The distinct files ``tracker``'s tree opened so far, sorted."""
-        out = set()
-        for (d, idx), exact in tracker.reads.items():
-            commit, prefix, tree_id = self._dirs[d]
-            out.add(self.view.opened(commit, prefix, tree_id, idx, exact))
-        return sorted(out)
+        return self.name(self.entries(tracker))
+
+    def entries(self, tracker: Tracker) -> list[tuple[tuple[str, str, bytes], int, bool]]:
+        """What ``tracker`` saw, copied: ``name`` may then run on another thread."""
+        dirs = self._dirs
+        return [(dirs[d], idx, exact) for (d, idx), exact in tracker.reads.items()]
+
+    def name(self, entries) -> list[OpenedFile]:
+        """The files of ``entries``, sorted (reads trees: may run on any thread)."""
+        return sorted({self.view.opened(commit, prefix, tree_id, idx, exact)
+                       for (commit, prefix, tree_id), idx, exact in entries})
 
     def owners(self, pid: int) -> tuple[Tracker, ...]:
         """The trackers whose root ``pid`` (a process or thread) descends from."""
