@@ -584,24 +584,46 @@ class _Execution:
         env["VFS_RUN_ID"] = self.rid.hex()
         env["VFS_REPO"] = self.repo.vfs_dir
         env.update(self.prep.spec.env or {})
-        if self.prep.spec.observe:
-            self.observer = _start_observer(self.warn)
+        # The command starts under a small launcher (LAUNCHER): a child subreaper, so
+        # the command's orphans stay in its tree, and held on a pipe until the mounts
+        # track the launcher's descendants, so not one read escapes observation. Each
+        # run has its own tree: parallel runs of one process are told apart.
+        gate_r, gate_w = os.pipe()
         try:
-            self.proc = subprocess.Popen(
-                self.prep.spec.argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, process_group=0)
-        except FileNotFoundError:
-            self._no_command(127, "command not found")
-            return
-        except PermissionError:
-            self._no_command(126, "permission denied")
-            return
+            try:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-S", "-c", LAUNCHER, str(gate_r),
+                     *self.prep.spec.argv],
+                    cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    process_group=0, pass_fds=(gate_r,))
+            except FileNotFoundError:  # the working directory went away
+                self._no_command(127, f"cannot start in {cwd}")
+                return
+            os.close(gate_r)
+            gate_r = -1
+            if self.prep.spec.observe:
+                self.observer = _start_observer(self.proc.pid, self.warn)
+            os.write(gate_w, b"go")
+        finally:
+            os.close(gate_w)
+            if gate_r >= 0:
+                os.close(gate_r)
         self.threads = [threading.Thread(target=self._copy, args=(self.proc.stdout, self.out),
                                          daemon=True),
                         threading.Thread(target=self._copy, args=(self.proc.stderr, self.err),
                                          daemon=True)]
         for t in self.threads:
             t.start()
+
+    def _launch_error(self) -> str:
+        """The launcher's one line, when it could not start the command."""
+        with self.log_lock:
+            head = bytes(self.head[:4096])
+        for line in head.decode("utf-8", "replace").splitlines():
+            if line.startswith("vfs run: ") and ("command not found" in line or
+                                                 "cannot execute" in line):
+                return line[len("vfs run: "):]
+        return ""
 
     def _no_command(self, code: int, why: str) -> None:
         self.exit_code = code
@@ -667,6 +689,8 @@ class _Execution:
         self._reap_group()
         self.end_ns = rr.now_ns()
         self.exit_code = code if code >= 0 else 128 - code
+        if self.exit_code in (126, 127) and not self.message:
+            self.message = self._launch_error()
         self._stop_observer()
 
     def _on_signal(self, signum, frame) -> None:
@@ -723,20 +747,53 @@ class _Execution:
             return rr.bound_log(bytes(self.head), bytes(self.tail), self.dropped)
 
 
-def _start_observer(warn):
-    """An observer of reads through live versionfs mounts, or None when the
-    observing part is not available here."""
-    try:
-        from ..repo.observe import Observer
-    except ImportError:
-        return None
-    obs = Observer(warn=warn)
+def _start_observer(root: int, warn):
+    """An observer of what ``root``'s descendants read through live versionfs
+    mounts, or None when observing fails (it must never stop a run)."""
+    from ..repo.observe import Observer
+    obs = Observer(root, warn=warn, subreaper=False)
     try:
         obs.start()
     except Exception as exc:  # observing must never stop a run
         warn(f"cannot observe reads through versionfs mounts: {exc}")
         return None
     return obs
+
+
+# The launcher the command runs under (``python -S``: ~10 ms). It makes itself a child
+# subreaper, waits for the go on the pipe, forks the command, reaps whatever orphans
+# come back to it, and exits with the command's status (127 not found, 126 not
+# executable, 128+N killed by signal N). It ignores the signals ``vfs run`` passes
+# to the group, so that it outlives the command and reports how it ended.
+LAUNCHER = r"""
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+gate = int(sys.argv[1])
+os.read(gate, 2)
+os.close(gate)
+argv = sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        os.write(2, ("vfs run: %s: command not found\n" % argv[0]).encode())
+        os._exit(127)
+    except OSError as exc:
+        os.write(2, ("vfs run: %s: cannot execute: %s\n" % (argv[0], exc.strerror)).encode())
+        os._exit(126)
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+while True:
+    try:
+        done, status = os.waitpid(-1, 0)
+    except ChildProcessError:
+        os._exit(127)
+    if done == pid:
+        break
+code = os.waitstatus_to_exitcode(status)
+os._exit(128 - code if code < 0 else code)
+"""
 
 
 class RunFailed(VfsError):

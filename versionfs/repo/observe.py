@@ -91,8 +91,12 @@ class Observer:
     """
 
     def __init__(self, root_pid: int | None = None, *,
-                 warn: Callable[[str], None] | None = None, timeout: float = TIMEOUT):
+                 warn: Callable[[str], None] | None = None, timeout: float = TIMEOUT,
+                 subreaper: bool = True):
         self.root_pid = os.getpid() if root_pid is None else root_pid
+        # False when the root is itself a subreaper (``vfs run``'s launcher is):
+        # orphans of the tree then stay below the root without the caller's help
+        self.subreaper = subreaper
         self.warn = warn or (lambda message: None)
         self.timeout = timeout
         self._links: list[_Link] = []
@@ -110,7 +114,8 @@ class Observer:
         st = proc_stat(self.root_pid)
         if st is None:
             raise ProcessLookupError(f"process {self.root_pid} is not running")
-        self._set_subreaper()
+        if self.subreaper:
+            self._set_subreaper()
         for entry, state in mounts.active_mounts():
             link = self._connect(entry.mountpoint, state, st.start)
             if link is not None:
