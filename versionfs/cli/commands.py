@@ -6,3 +6,4 @@ from . import diff_cmds  # noqa: F401
 from . import checkout_cmds  # noqa: F401
 from . import mount_cmds  # noqa: F401
 from . import run_cmds  # noqa: F401
+from . import pipeline_cmds  # noqa: F401

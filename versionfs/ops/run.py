@@ -49,7 +49,7 @@ from .checkout import restore_paths
 __all__ = ["RunSpec", "RunResult", "Prepared", "prepare", "run", "get_run", "list_runs",
            "remove_runs", "runs_producing", "outputs_in_place",
            "find_cached", "Outcome", "record", "resolve_inputs", "output_paths",
-           "assemble"]
+           "assemble", "interrupt_running"]
 
 _KIND = {Kind.FILE: "file", Kind.DIR: "dir", Kind.SYMLINK: "symlink"}
 GRACE_S = 5.0   # after SIGTERM to the command's group, SIGKILL follows this late
@@ -557,6 +557,21 @@ def _restore(repo: Repo, prep: Prepared, hit: rr.RunRecord, warn, on_wait) -> No
                   run=bytes.fromhex(hit.id), warn=warn, on_wait=on_wait)
 
 
+_LIVE: set = set()          # executions whose command is running (any thread)
+_LIVE_LOCK = threading.Lock()
+
+
+def interrupt_running(signum: int = signal.SIGINT) -> int:
+    """Pass ``signum`` to every command ``run`` is running in this process, as a
+    run in the main thread does by itself (``vfs repro -j`` runs them in worker
+    threads, where signal handlers cannot be installed). Returns how many."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for ex in live:
+        ex._on_signal(signum, None)
+    return len(live)
+
+
 class _Execution:
     """The command as a child process in its own process group, its output
     copied live and kept bounded, files it reads through mounts observed."""
@@ -602,6 +617,8 @@ class _Execution:
                                          daemon=True)]
         for t in self.threads:
             t.start()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
 
     def _no_command(self, code: int, why: str) -> None:
         self.exit_code = code
@@ -664,6 +681,8 @@ class _Execution:
         finally:
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
         self._reap_group()
         self.end_ns = rr.now_ns()
         self.exit_code = code if code >= 0 else 128 - code
