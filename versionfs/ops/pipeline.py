@@ -289,7 +289,7 @@ def build(stages: list[Stage]) -> Pipeline:
         for d in s.deps:
             for o in s.products:
                 if overlaps(d, o):
-                    raise PipelineInvalid(f"stage {s.name}: {d} is both a dep and an "
+                    raise PipelineInvalid(f"stage {s.name}: {d or '.'} is both a dep and an "
                                           f"output ({o}); a stage must not overwrite "
                                           "what it reads")
     edges = []
@@ -300,7 +300,10 @@ def build(stages: list[Stage]) -> Pipeline:
             paths = sorted({d for d in down.deps for o in up.products if overlaps(d, o)})
             if paths:
                 edges.append(Edge(up.name, down.name, tuple(paths)))
-    return Pipeline(tuple(_order(stages, edges)), tuple(edges))
+    ordered = _order(stages, edges)
+    at = {s.name: i for i, s in enumerate(ordered)}
+    edges.sort(key=lambda e: (at[e.upstream], at[e.downstream]))
+    return Pipeline(tuple(ordered), tuple(edges))
 
 
 def _order(stages: list[Stage], edges: list[Edge]) -> list[Stage]:
