@@ -222,6 +222,8 @@ class _Scheduler:
                     return StageResult(stage.name, UP_TO_DATE, "outputs match run "
                                        + hit.short, hit.id, 0, time.monotonic() - t0)
             reason = "forced" if self.force else why_run(repo, stage, prep)
+            if self.stop is not None:   # a signal came while this stage was prepared
+                raise R.Interrupted("interrupted before the stage started", op="repro")
             res = R.run(repo, spec, prepared=prep, warn=self.warn, info=self.info,
                         on_wait=self.info, stdout=self.stdout, stderr=self.stderr)
         except R.Interrupted:
