@@ -33,6 +33,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 # versionfs/__init__.py as an import target). Equal ranks may not import each other.
 RANKS: dict[str, float] = {
     "errors": 0,
+    # the @versionfs.stage decorator: user code imports it, so it stands alone
+    "pystage": 0.5,
     # records/: ids, canonical records, chunk boundaries
     "records": 1, "records.hashing": 1, "records.model": 1.1, "records.chunking": 1.1,
     "records.runs": 1.1,
@@ -55,6 +57,8 @@ RANKS: dict[str, float] = {
     "ops.run": 4.1,
     # inspecting runs: lineage walks run records upstream, compare puts two side by side
     "ops.lineage": 4.2, "ops.compare": 4.2, "ops.lineage_formats": 4.3,
+    # pipelines: vfs.yaml parsed into a graph (pure), then reproduced through ops.run
+    "ops.pipeline": 3.85, "ops.repro": 4.2,
     "api": 4.5,  # versionfs.Repo: repo.Repository plus one method per operation
     # Python objects as run outputs, and versionfs.Run (a block recorded as a run)
     "materializers": 4.55, "runapi": 4.6,
@@ -72,8 +76,9 @@ RANKS: dict[str, float] = {
     "cli.repo_cmds": 7.2, "cli.maint_cmds": 7.2, "cli.diff_cmds": 7.2,
     "cli.checkout_cmds": 7.2, "cli.mount_cmds": 7.2, "cli.run_cmds": 7.2,
     "cli.lineage_cmds": 7.2,
+    "cli.pipeline_cmds": 7.2,
     "cli.commands": 7.3, "cli": 7.4,
-    "__main__": 8,
+    "__main__": 8, "stage_runner": 8,
 }
 EXEMPT = {""}  # versionfs/__init__.py re-exports the public API
 

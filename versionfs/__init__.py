@@ -3,11 +3,12 @@
 The public API is ``Repo`` (open or create a repository, then snapshot, diff,
 checkout, log, resolve, open files of any version, list runs), ``Run`` (record a
 block of Python as a run), ``load`` and ``register_materializer`` (objects a run
-saved), and the ``VfsError`` hierarchy. All are loaded on first use, so importing a
-submodule (the CLI, the mount) does not pay for the whole package.
+saved), ``stage`` (declare a pipeline stage in Python), and the ``VfsError``
+hierarchy. All are loaded on first use, so importing a submodule (the CLI, the
+mount) does not pay for the whole package.
 """
 
-__all__ = ["Repo", "Run", "VfsError", "load", "register_materializer"]
+__all__ = ["Repo", "Run", "VfsError", "load", "register_materializer", "stage"]
 __version__ = "0.1.0"
 
 
@@ -21,6 +22,9 @@ def __getattr__(name: str):
     if name == "register_materializer":
         from .materializers import register
         return register
+    if name == "stage":
+        from .pystage import stage
+        return stage
     if name == "VfsError":
         from .errors import VfsError
         return VfsError

@@ -65,6 +65,12 @@ class UsageError(VfsError):
     errno = _errno.EINVAL
 
 
+class PipelineInvalid(UsageError):
+    """``vfs.yaml`` (or a Python stage module) declares a pipeline that cannot run:
+    an unknown key, a missing command, a cycle, an output claimed twice, a missing
+    input. The message names the stage."""
+
+
 class NotARepository(VfsError):
     """No versionfs repository at or above the given path."""
 

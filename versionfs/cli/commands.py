@@ -7,3 +7,4 @@ from . import checkout_cmds  # noqa: F401
 from . import mount_cmds  # noqa: F401
 from . import run_cmds  # noqa: F401
 from . import lineage_cmds  # noqa: F401
+from . import pipeline_cmds  # noqa: F401
