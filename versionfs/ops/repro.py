@@ -241,38 +241,7 @@ class _Scheduler:
                            res.exit_code, took)
 
 
-def outputs_in_place(repo: Repo, hit, *, remember: bool = True) -> bool:
-    """Whether the workspace holds run ``hit``'s outputs already: their ids from the
-    stat cache (directories compared by content, not mtimes). With ``remember``,
-    files read to decide this (their content is what the run stored) get stat cache
-    entries, so the next check reads nothing."""
-    ws = repo.workspace
-    paths = [o.path for o in hit.outs]
-    if not all(os.path.lexists(os.path.join(ws, p)) for p in paths):
-        return False
-    work = scan_workspace(repo, paths=paths)
-    tree = None
-    memo: dict = {}
-    for o in hit.outs:
-        e = R.entry_at(work, work.root, o.path)
-        if e is None:
-            return False
-        if e.id.hex() == o.id:
-            continue
-        if not e.is_dir:
-            return False
-        if tree is None:
-            tree = repo.commit(ObjectId.from_hex(hit.commit)).tree
-        stored = R.entry_at(repo, tree, o.path)
-        if stored is None or R.content_key(repo, stored, memo) != R.content_key(work, e, {}):
-            return False
-    if remember and work.statcache:
-        # every file here equals one the run stored: safe to remember
-        with repo.lock():
-            with repo.index.write() as txn:
-                for key, value in work.statcache.items():
-                    txn.put("statcache", key, value)
-    return True
+outputs_in_place = R.outputs_in_place  # shared with vfs run
 
 
 # -- why ---------------------------------------------------------------------------------

@@ -475,6 +475,11 @@ def run(repo: Repo, spec: RunSpec, *, warn: Callable[[str], None] = lambda m: No
         hit = find_cached(repo, prep)
         if hit is not None:
             if outputs_in_place(repo, hit):
+                # in place, but maybe not committed (another branch, say): commit
+                # them as a restore would (nothing is recorded if HEAD holds them)
+                snap.snapshot(repo, [o.path for o in hit.outs],
+                              message=f"run {hit.name}: outputs of run {hit.short}",
+                              run=bytes.fromhex(hit.id), warn=warn, on_wait=on_wait)
                 info(f"cached: run {hit.short} ({hit.name}); its outputs are in place")
             else:
                 _restore(repo, prep, hit, warn, on_wait)
@@ -540,23 +545,37 @@ def _produced_before(repo: Repo, oid: bytes) -> bool:
         return txn.get("runcache", rr.OUTPUT_PREFIX + bytes(oid)) is not None
 
 
-def outputs_in_place(repo: Repo, rec: rr.RunRecord) -> bool:
-    """Whether the workspace holds exactly ``rec``'s outputs (through the stat
-    cache: unchanged files are not read) and HEAD holds them too."""
+def outputs_in_place(repo: Repo, hit: rr.RunRecord, *, remember: bool = True) -> bool:
+    """Whether the workspace holds run ``hit``'s outputs already: their ids from the
+    stat cache (directories compared by content, not mtimes). With ``remember``,
+    files read to decide this (their content is what the run stored) get stat cache
+    entries, so the next check reads nothing."""
     ws = repo.workspace
-    paths = [o.path for o in rec.outs]
+    paths = [o.path for o in hit.outs]
     if not all(os.path.lexists(os.path.join(ws, p)) for p in paths):
         return False
-    head = repo.head()
-    if head is None:
-        return False
     work = scan_workspace(repo, paths=paths)
-    head_tree = repo.commit(head).tree
-    for o in rec.outs:
-        we = entry_at(work, work.root, o.path)
-        he = entry_at(repo, head_tree, o.path)
-        if we is None or he is None or we.id.hex() != o.id or he.id.hex() != o.id:
+    tree = None
+    memo: dict = {}
+    for o in hit.outs:
+        e = entry_at(work, work.root, o.path)
+        if e is None:
             return False
+        if e.id.hex() == o.id:
+            continue
+        if not e.is_dir:
+            return False
+        if tree is None:
+            tree = repo.commit(ObjectId.from_hex(hit.commit)).tree
+        stored = entry_at(repo, tree, o.path)
+        if stored is None or content_key(repo, stored, memo) != content_key(work, e, {}):
+            return False
+    if remember and work.statcache:
+        # every file here equals one the run stored: safe to remember
+        with repo.lock():
+            with repo.index.write() as txn:
+                for key, value in work.statcache.items():
+                    txn.put("statcache", key, value)
     return True
 
 
