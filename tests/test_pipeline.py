@@ -371,3 +371,56 @@ def test_the_documented_example_reruns_only_what_a_param_change_reaches(cli, tmp
     assert [r["name"] for r in runs(cli, ws)].count("train") == 2
     tree = cli("dag", cwd=ws).stdout
     assert tree.splitlines()[0] == "prepare"
+
+
+def test_sigterm_to_repro_j2_terminates_both_running_stages(cli, ws, tmp_path):
+    """Stages run in worker threads: the signal reaches the main thread, which
+    passes it to both commands' process groups; both runs are recorded as
+    interrupted, nothing is committed, nothing of theirs lives on."""
+    import signal
+    import subprocess
+    import time
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    hold = ("import os, subprocess, sys, time\n"
+            "g = subprocess.Popen(['sleep', '600'])\n"
+            f"open(os.path.join({str(pids)!r}, sys.argv[1]), 'w')"
+            ".write(f'{os.getpid()} {g.pid}\\n')\n"
+            "time.sleep(600)\n")
+    (ws / "hold.py").write_text(hold)
+    write(ws, "stages:\n"
+              f"  left:\n    cmd: [{PY}, hold.py, left]\n    outs: [l.txt]\n"
+              f"  right:\n    cmd: [{PY}, hold.py, right]\n    outs: [r.txt]\n")
+    proc = subprocess.Popen([PY, "-m", "versionfs", "repro", "-j", "2"], cwd=ws,
+                            env={**os.environ, **ENV}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not all((pids / n).exists() and (pids / n).read_text().endswith("\n")
+                      for n in ("left", "right")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the stages never started"
+            time.sleep(0.01)
+        procs = [int(p) for n in ("left", "right") for p in (pids / n).read_text().split()]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, (out, err)
+    assert "versionfs/" not in err, err          # one line, no traceback of ours
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(alive(p) for p in procs)
+    recs = runs(cli, ws)
+    assert sorted(r["name"] for r in recs) == ["left", "right"]
+    assert all(r["status"] == "interrupted" and r["commit"] is None for r in recs)
