@@ -354,3 +354,58 @@ def test_run_help_and_no_command(cli, ws):
     assert "-d, --dep" in out and "cached: run ID" in out
     res = cli.fail("run", cwd=ws)
     assert "Traceback" not in res.stderr
+
+
+def _on_a_terminal(argv: list[str], cwd: Path, feed: bytes, wait_for: bytes) -> tuple[int, bytes]:
+    """Run ``argv`` with a pseudo-terminal as its controlling terminal (as in an
+    interactive shell); once its output shows ``wait_for``, type ``feed``. Returns
+    (exit status, everything it printed)."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session leader whose terminal is the pty
+        os.chdir(cwd)
+        os.execvpe(argv[0], argv, _vfs_env())
+    out = b""
+    fed = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:  # EIO: the terminal's last user closed it
+                    break
+                if not data:
+                    break
+                out += data
+            if not fed and wait_for in out:
+                os.write(fd, feed)
+                fed = True
+        else:
+            pytest.fail(f"{argv} did not finish; it printed {out!r}")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_a_command_on_a_terminal_can_read_it(ws):
+    code, out = _on_a_terminal(
+        [PY, "-m", "versionfs", "run", "-o", "said.txt", "--", PY, "-c",
+         "print('re' + 'ady', flush=True); open('said.txt', 'w').write(input())"],
+        ws, b"hello\n", b"ready")
+    assert code == 0, out
+    assert (ws / "said.txt").read_text() == "hello"
+
+
+def test_ctrl_c_on_the_terminal_interrupts_the_command_and_the_run_says_so(ws, cli):
+    code, out = _on_a_terminal(
+        [PY, "-m", "versionfs", "run", "-o", "never.txt", "--", PY, "-c",
+         "import time; print('re' + 'ady', flush=True); time.sleep(600)"],
+        ws, b"\x03", b"ready")
+    assert code == 130, out
+    assert b"interrupted by SIGINT" in out
+    (run,) = _runs(cli, ws)
+    assert run["status"] == "interrupted" and run["commit"] is None

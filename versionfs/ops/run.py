@@ -624,6 +624,7 @@ class _Execution:
         self.observed: list = []
         self.start_ns = self.end_ns = 0
         self.observer = None
+        self.tty: int | None = None
 
     def start(self) -> None:
         self.start_ns = rr.now_ns()
@@ -651,6 +652,7 @@ class _Execution:
             gate_r = -1
             if self.prep.spec.observe:
                 self.observer = _start_observer(self.proc.pid, self.warn)
+            self.tty = _give_terminal(self.proc.pid)
             os.write(gate_w, b"go")
         finally:
             os.close(gate_w)
@@ -734,10 +736,14 @@ class _Execution:
             for t in self.threads:
                 t.join()
         finally:
+            if self.tty is not None:
+                _take_terminal(self.tty)
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
             with _LIVE_LOCK:
                 _LIVE.discard(self)
+        if -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) and self.signalled is None:
+            self.signalled = -code   # e.g. Ctrl-C at the terminal the command had
         self._reap_group()
         self.end_ns = rr.now_ns()
         self.exit_code = code if code >= 0 else 128 - code
@@ -799,6 +805,32 @@ class _Execution:
             return rr.bound_log(bytes(self.head), bytes(self.tail), self.dropped)
 
 
+def _give_terminal(pgid: int) -> int | None:
+    """Make the command's process group the terminal's foreground group when this
+    process holds the terminal (so the command can read it, and Ctrl-C goes to the
+    command as it would without ``vfs run``); the fd to hand it back, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        if not os.isatty(0) or os.tcgetpgrp(0) != os.getpgrp():
+            return None
+        os.tcsetpgrp(0, pgid)
+        return 0
+    except OSError:
+        return None
+
+
+def _take_terminal(fd: int) -> None:
+    """Take the terminal back (from the background: SIGTTOU ignored meanwhile)."""
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
 def _start_observer(root: int, warn):
     """An observer of what ``root``'s descendants read through live versionfs
     mounts, or None when observing fails (it must never stop a run)."""
@@ -821,7 +853,8 @@ LAUNCHER = r"""
 import ctypes, os, signal, sys
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
 gate = int(sys.argv[1])
-os.read(gate, 2)
+if os.read(gate, 2) != b"go":   # vfs run went away before the start: run nothing
+    os._exit(125)
 os.close(gate)
 argv = sys.argv[2:]
 pid = os.fork()
@@ -844,6 +877,9 @@ while True:
     if done == pid:
         break
 code = os.waitstatus_to_exitcode(status)
+if -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(-code, signal.SIG_DFL)   # die of it too: vfs run sees how it ended
+    os.kill(os.getpid(), -code)
 os._exit(128 - code if code < 0 else code)
 """
 
