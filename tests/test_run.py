@@ -409,3 +409,21 @@ def test_ctrl_c_on_the_terminal_interrupts_the_command_and_the_run_says_so(ws, c
     assert b"interrupted by SIGINT" in out
     (run,) = _runs(cli, ws)
     assert run["status"] == "interrupted" and run["commit"] is None
+
+
+def test_the_first_example_of_docs_runs_md_runs_as_written(tmp_path):
+    """The "A first run" block of docs/runs.md, with this interpreter's environment
+    first on PATH (its ``python3`` has PyYAML), run twice: the second is cached."""
+    import re
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "runs.md").read_text()
+    block = re.search(r"## A first run\n.*?```sh\n(.*?)```", doc, re.S).group(1)
+    env = {**_vfs_env(),
+           "PATH": os.path.dirname(PY) + os.pathsep + os.environ.get("PATH", "")}
+    script = "set -e\n" + block + "\nvfs run -n train -d data -d train.py -p " \
+        "params.yaml:lr,epochs -o model.txt -M metrics.json -- python3 train.py\n"
+    p = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "trained on 100 rows" in p.stdout
+    assert "succeeded" in p.stderr and "cached: run" in p.stderr
+    assert (tmp_path / "demo" / "model.txt").read_text() == "weights 505.0\n"
