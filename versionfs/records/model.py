@@ -274,6 +274,7 @@ def commit_id(data: bytes) -> ObjectId:
 
 _STAT = struct.Struct("<QQQqqI")   # dev, ino, size, mtime_ns, ctime_ns, st_mode
 STAT_LEN = _STAT.size
+STAT_PACK = _STAT.pack   # (dev, ino, size, mtime_ns, ctime_ns, st_mode) -> packed stat
 STATCACHE_VALUE_LEN = STAT_LEN + ID_LEN
 
 
