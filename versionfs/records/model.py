@@ -179,7 +179,7 @@ def encode_tree(tree: Tree) -> bytes:
 
 def encode_tree_rows(rows: list[list]) -> bytes:
     """The tree encoding of rows ``[name bytes, kind, mode, size, mtime_ns, id, target]``
-    already sorted by name bytes, with names that need no checking (they come from
+    (lists or tuples: both encode as arrays) already sorted by name bytes, with names that need no checking (they come from
     the filesystem). The scanner uses this to skip building ``TreeEntry`` objects."""
     return _packb(rows)
 

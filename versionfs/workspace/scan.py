@@ -73,9 +73,10 @@ def cached_file_id(txn, rel: str | bytes, st: os.stat_result) -> ObjectId | None
 class _Dir:
     """A listed directory: its tree rows, some still to be completed by ``build``.
 
-    ``rows`` are tree rows ``[name bytes, kind, mode, size, mtime_ns, id, target]``
+    ``rows`` are tree rows ``(name bytes, kind, mode, size, mtime_ns, id, target)``
     (see ``encode_tree_rows``); a cached file's or a link's row is final when the
-    walk makes it. ``subdirs`` pairs each directory's row with its plan (the id is
+    walk makes it, a tuple (which the garbage collector stops tracking); the
+    others are lists. ``subdirs`` pairs each directory's row with its plan (the id is
     its tree's), ``jobs`` each file to read with its row (size and id come from the
     read); ``size`` sums the final rows' file and link sizes.
     """
@@ -187,7 +188,7 @@ class Scanner:
                 if raw is not None and len(raw) == STATCACHE_VALUE_LEN:
                     if raw.startswith(pack(st.st_dev, st.st_ino, n, mtime,
                                            st.st_ctime_ns, mode)):
-                        rows.append([name, 1, mode & 0o7777, n, mtime, raw[STAT_LEN:], b""])
+                        rows.append((name, 1, mode & 0o7777, n, mtime, raw[STAT_LEN:], b""))
                         size += n
                         continue
                     prev = ObjectId(raw[STAT_LEN:])
@@ -224,8 +225,8 @@ class Scanner:
                 target = os.readlink(de.path)
             except OSError as exc:
                 raise from_oserror(exc, f"reading link {rel}") from None
-            rows.append([de.name, 3, stat.S_IMODE(mode), len(target), st.st_mtime_ns,
-                         hash_bytes(target), target])
+            rows.append((de.name, 3, stat.S_IMODE(mode), len(target), st.st_mtime_ns,
+                         hash_bytes(target), target))
             self.work.stats.symlinks += 1
             return len(target)
         what = "fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) \
