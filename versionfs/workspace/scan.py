@@ -135,20 +135,31 @@ class Scanner:
         self.work.seen_paths.add(key)
         return self._txn.get("statcache", key)
 
-    def _walk_dir(self, path: str, rel: str, st: os.stat_result) -> _Dir:
+    def _walk_dir(self, path: str, rel: str, st: os.stat_result,
+                  parent_fd: int | None = None) -> _Dir:
+        """The plan of directory ``path`` (opened by its name in ``parent_fd`` when
+        given: the kernel then resolves one name per stat, not the whole path)."""
         node = _Dir(rel, st)
         self.work.stats.dirs += 1
         try:
-            with os.scandir(_fs_name(path)) as it:
-                entries = list(it)
+            fd = os.open(path if parent_fd is None else os.path.basename(path),
+                         DIR_FLAGS, dir_fd=parent_fd)
         except OSError as exc:
             raise from_oserror(exc, f"listing {rel or '.'}") from None
-        self._plan(node, entries)
+        try:
+            try:
+                with os.scandir(fd) as it:
+                    entries = list(it)
+            except OSError as exc:
+                raise from_oserror(exc, f"listing {rel or '.'}") from None
+            self._plan(node, entries, path, fd)
+        finally:
+            os.close(fd)
         return node
 
-    def _plan(self, node: _Dir, entries: list) -> None:
-        """Plan directory entries (``os.DirEntry`` with bytes names) into ``node``,
-        then walk its subdirectories.
+    def _plan(self, node: _Dir, entries: list, path: str, fd: int) -> None:
+        """Plan entries of directory ``path`` (listed from its descriptor ``fd``)
+        into ``node``, then walk its subdirectories.
 
         The loop is the scan's hot path: a regular file whose stat matches its
         stat cache value (one bytes compare against the packed stat) becomes its
@@ -174,13 +185,13 @@ class Scanner:
             except FileNotFoundError:
                 continue  # vanished between listing and stat
             except OSError as exc:
-                raise from_oserror(exc, f"reading {prefix}{_str(name)}") from None
+                raise from_oserror(exc, f"reading {prefix}{name}") from None
             mode = st.st_mode
             if S_ISREG(mode):  # the common case first
-                if (check or name.startswith(b".")) and \
-                        ignored(prefix + _str(name), False):
+                if (check or name.startswith(".")) and ignored(prefix + name, False):
                     continue
                 files += 1
+                name = name.encode("utf-8", "surrogateescape")
                 key = bprefix + name
                 raw = lookup(key, None)
                 n = st.st_size
@@ -194,17 +205,17 @@ class Scanner:
                     prev = ObjectId(raw[STAT_LEN:])
                 else:
                     prev = None
-                job = FileJob(prefix + _str(name), _str(de.path), st, prev=prev)
+                job = FileJob(prefix + de.name, f"{path}/{de.name}", st, prev=prev)
                 row = [name, 1, mode & 0o7777, 0, mtime, None, b""]
                 rows.append(row)
                 node.jobs.append((row, job))
                 self.jobs.append(job)
             elif S_ISDIR(mode):
-                sub_rel = prefix + _str(name)
+                sub_rel = prefix + name
                 if not ignored(sub_rel, True):
-                    subdirs.append((name, _str(de.path), sub_rel, st))
+                    subdirs.append((_fs_name(name), f"{path}/{name}", sub_rel, st))
             else:
-                size += self._special(rows, de, prefix + _str(name), st)
+                size += self._special(rows, de, fd, prefix + name, st)
         self.work.stats.files += files
         node.size += size
         if self.on_jobs is not None and len(self.jobs) > first_job:
@@ -213,19 +224,20 @@ class Scanner:
         for name, sub_path, sub_rel, sub_st in subdirs:  # after this directory's files
             row = [name, 2, stat.S_IMODE(sub_st.st_mode), 0, sub_st.st_mtime_ns, None, b""]
             rows.append(row)
-            node.subdirs.append((row, self._walk_dir(sub_path, sub_rel, sub_st)))
+            node.subdirs.append((row, self._walk_dir(sub_path, sub_rel, sub_st, fd)))
 
-    def _special(self, rows: list, de: os.DirEntry, rel: str, st: os.stat_result) -> int:
+    def _special(self, rows: list, de: os.DirEntry, fd: int, rel: str,
+                 st: os.stat_result) -> int:
         """Plan a symbolic link (returns its size) or skip a fifo, socket or device."""
         mode = st.st_mode
         if self.ignore.ignored(rel, False):
             return 0
         if stat.S_ISLNK(mode):
             try:
-                target = os.readlink(de.path)
+                target = os.readlink(_fs_name(de.name), dir_fd=fd)
             except OSError as exc:
                 raise from_oserror(exc, f"reading link {rel}") from None
-            rows.append((de.name, 3, stat.S_IMODE(mode), len(target), st.st_mtime_ns,
+            rows.append((_fs_name(de.name), 3, stat.S_IMODE(mode), len(target), st.st_mtime_ns,
                          hash_bytes(target), target))
             self.work.stats.symlinks += 1
             return len(target)
@@ -270,12 +282,10 @@ class Scanner:
 
 
 _first = itemgetter(0)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 S_ISREG = stat.S_ISREG
 S_ISDIR = stat.S_ISDIR
 
-
-def _str(name: bytes) -> str:
-    return name.decode("utf-8", "surrogateescape")
 
 
 def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None = None,
@@ -404,16 +414,21 @@ def _walk_path(scanner: Scanner, rel: str) -> _Dir | None:
         return None
     except OSError as exc:
         raise from_oserror(exc, f"reading {rel}") from None
-    name = _fs_name(os.path.basename(rel))
+    name = os.path.basename(rel)
+    parent = os.path.dirname(path)
     holder = _Dir(os.path.dirname(rel), st)
     with scanner.repo.index.read() as txn:
         scanner._txn = txn
         scanner._cache = _cache_under(txn, _fs_name(rel))
+        fd = None
         try:
-            with os.scandir(_fs_name(os.path.dirname(path))) as it:
+            fd = os.open(parent, DIR_FLAGS)
+            with os.scandir(fd) as it:
                 found = [de for de in it if de.name == name]
-            scanner._plan(holder, found)
+            scanner._plan(holder, found, parent, fd)
         finally:
+            if fd is not None:
+                os.close(fd)
             scanner._txn = None
             scanner._cache = None
     return holder if holder.rows else None
