@@ -287,7 +287,6 @@ S_ISREG = stat.S_ISREG
 S_ISDIR = stat.S_ISDIR
 
 
-
 def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None = None,
                    warn: Callable[[str], None] = lambda m: None,
                    progress_factory=None, workers: int = 2) -> WorkTree:
