@@ -191,22 +191,23 @@ class Scanner:
                 if (check or name.startswith(".")) and ignored(prefix + name, False):
                     continue
                 files += 1
-                name = name.encode("utf-8", "surrogateescape")
-                key = bprefix + name
+                bname = name.encode("utf-8", "surrogateescape")
+                key = bprefix + bname
                 raw = lookup(key, None)
                 n = st.st_size
                 mtime = st.st_mtime_ns
                 if raw is not None and len(raw) == STATCACHE_VALUE_LEN:
                     if raw.startswith(pack(st.st_dev, st.st_ino, n, mtime,
                                            st.st_ctime_ns, mode)):
-                        rows.append((name, 1, mode & 0o7777, n, mtime, raw[STAT_LEN:], b""))
+                        rows.append((bname, 1, mode & 0o7777, n, mtime, raw[STAT_LEN:],
+                                     b""))
                         size += n
                         continue
                     prev = ObjectId(raw[STAT_LEN:])
                 else:
                     prev = None
-                job = FileJob(prefix + de.name, f"{path}/{de.name}", st, prev=prev)
-                row = [name, 1, mode & 0o7777, 0, mtime, None, b""]
+                job = FileJob(prefix + name, f"{path}/{name}", st, prev=prev)
+                row = [bname, 1, mode & 0o7777, 0, mtime, None, b""]
                 rows.append(row)
                 node.jobs.append((row, job))
                 self.jobs.append(job)
@@ -237,8 +238,8 @@ class Scanner:
                 target = os.readlink(_fs_name(de.name), dir_fd=fd)
             except OSError as exc:
                 raise from_oserror(exc, f"reading link {rel}") from None
-            rows.append((_fs_name(de.name), 3, stat.S_IMODE(mode), len(target), st.st_mtime_ns,
-                         hash_bytes(target), target))
+            rows.append((_fs_name(de.name), 3, stat.S_IMODE(mode), len(target),
+                         st.st_mtime_ns, hash_bytes(target), target))
             self.work.stats.symlinks += 1
             return len(target)
         what = "fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) \
