@@ -239,6 +239,51 @@ def test_modifying_one_file_reads_only_that_file(cli, ext4_dir):
     assert cli("cat", "HEAD~1:d/f7.txt", cwd=ws).stdout == "content 7\n"
 
 
+def test_scans_of_paths_use_the_stat_cache_of_those_paths_only(ext4_dir):
+    """A scan of PATHS finds the cached files under each path (their keys sort among
+    neighbours like ``d.txt`` and ``d0/``), also for nested PATHS, and reads exactly
+    what changed."""
+    from versionfs.workspace.scan import scan_workspace
+    ws = ext4_dir / "ws"
+    repo = new_repo(ws)
+    for rel in ("d/a", "d/sub/b", "d.txt", "d0/c", "dd/e", "d-x/f"):
+        write(ws, rel, rel)
+    settle()
+    repo.snapshot(message="first")
+    for paths in (["d"], ["d", "d/sub"], ["d/sub/b", "d0"], ["d0", "d.txt", "dd"]):
+        work = scan_workspace(repo, paths=paths)
+        assert work.stats.files_read == 0, paths
+        assert work.root == repo.commit(repo.head()).tree, paths
+    write(ws, "d0/c", "changed")
+    write(ws, "d/sub/b", "changed too")
+    assert scan_workspace(repo, paths=["d"]).stats.files_read == 1
+    assert scan_workspace(repo, paths=["d0"]).stats.files_read == 1
+    assert scan_workspace(repo, paths=["d.txt", "dd"]).stats.files_read == 0
+    repo.close()
+
+
+def test_a_stat_cache_too_large_for_memory_is_looked_up_per_file(ext4_dir, monkeypatch):
+    """Above ``BULK_CACHE`` entries the scan looks each file up: it still reads
+    nothing unchanged and still finds the entries of vanished files."""
+    from versionfs.workspace import scan
+    ws = ext4_dir / "ws"
+    repo = new_repo(ws)
+    for i in range(6):
+        write(ws, f"d/f{i}", f"file {i}")
+    settle()
+    repo.snapshot(message="first")
+    os.unlink(ws / "d" / "f3")
+    monkeypatch.setattr(scan, "BULK_CACHE", 2)
+    for paths in (None, ["d"]):
+        work = scan.scan_workspace(repo, paths=paths)
+        assert work.stats.files_read == 0 and work.stats.files == 5
+    assert work.stale == [] and scan.scan_workspace(repo).stale == [b"d/f3"]
+    repo.snapshot(message="second")
+    with repo.index.read() as txn:
+        assert sorted(txn.keys("statcache")) == [f"d/f{i}".encode() for i in (0, 1, 2, 4, 5)]
+    repo.close()
+
+
 def test_touch_without_change_records_the_new_mtime(storage):
     ws = storage / "ws"
     repo = new_repo(ws)

@@ -179,7 +179,7 @@ def encode_tree(tree: Tree) -> bytes:
 
 def encode_tree_rows(rows: list[list]) -> bytes:
     """The tree encoding of rows ``[name bytes, kind, mode, size, mtime_ns, id, target]``
-    already sorted by name bytes, with names that need no checking (they come from
+    (lists or tuples: both encode as arrays) already sorted by name bytes, with names that need no checking (they come from
     the filesystem). The scanner uses this to skip building ``TreeEntry`` objects."""
     return _packb(rows)
 
@@ -274,6 +274,7 @@ def commit_id(data: bytes) -> ObjectId:
 
 _STAT = struct.Struct("<QQQqqI")   # dev, ino, size, mtime_ns, ctime_ns, st_mode
 STAT_LEN = _STAT.size
+STAT_PACK = _STAT.pack   # (dev, ino, size, mtime_ns, ctime_ns, st_mode) -> packed stat
 STATCACHE_VALUE_LEN = STAT_LEN + ID_LEN
 
 

@@ -16,6 +16,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from itertools import islice, takewhile
 
 import lmdb
 
@@ -171,6 +172,19 @@ class Txn:
         with self.txn.cursor(db=self.dbs[db]) as cur:
             return dict(cur.iternext(keys=True, values=True))
 
+    def dict_under(self, db: str, prefix: bytes, limit: int) -> dict[bytes, bytes] | None:
+        """The keys and values of ``db`` whose keys start with ``prefix``, in one C
+        loop like ``as_dict``; None if there are more than ``limit``."""
+        with self.txn.cursor(db=self.dbs[db]) as cur:
+            if not cur.set_range(prefix):
+                return {}
+            it = cur.iternext(keys=True, values=True)
+            end = _above(prefix)
+            if end is not None:   # (end,) > (key, value) exactly while key < end
+                it = takewhile((end,).__gt__, it)
+            found = dict(islice(it, limit + 1))
+        return found if len(found) <= limit else None
+
     def count(self, db: str) -> int:
         return self.txn.stat(self.dbs[db])["entries"]
 
@@ -198,6 +212,12 @@ class Txn:
 
     def meta(self, key: str) -> bytes | None:
         return self.get("meta", key.encode())
+
+
+def _above(prefix: bytes) -> bytes | None:
+    """The least key above every key starting with ``prefix`` (None: there is none)."""
+    stem = prefix.rstrip(b"\xff")
+    return stem[:-1] + bytes([stem[-1] + 1]) if stem else None
 
 
 def index_exists(path: str) -> bool:

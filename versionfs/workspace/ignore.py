@@ -35,6 +35,12 @@ class Ignore:
         except OSError as exc:
             raise from_oserror(exc, f"reading {path}") from None
 
+    @property
+    def has_rules(self) -> bool:
+        """Whether ``.vfsignore`` has rules: without them only ``.vfs`` and names
+        starting with ``.`` can be ignored."""
+        return self._spec is not None
+
     def ignored(self, rel: str, is_dir: bool) -> bool:
         """Whether workspace-relative ``rel`` is left out of snapshots."""
         if rel.startswith(".vfs") and (rel == ".vfs" or rel.startswith(".vfs/")):

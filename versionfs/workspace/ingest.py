@@ -109,7 +109,8 @@ class WorkTree:
         self.file_objs: dict[bytes, FileRecord] = {}
         self.chunk_locs: dict[bytes, ChunkLoc] = {}
         self.statcache: dict[bytes, bytes] = {}   # rel path -> encoded stat record
-        self.seen_paths: set[bytes] = set()
+        self.seen_paths: set[bytes] = set()       # keys looked up (stat cache
+                                                  # above scan.BULK_CACHE only)
         self.stale: list[bytes] = []              # cache entries of vanished paths
         self.ingestor: Ingestor | None = None     # what read the files (scan_workspace)
         self.stats = ScanStats()

@@ -23,7 +23,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 
 from ..errors import PathNotFound, VfsError, from_oserror
 from ..records.hashing import hash_bytes
@@ -32,7 +33,7 @@ from .ingest import (  # noqa: F401  (re-exported: the scan's records)
     RACY_NS, RETRIES, FileJob, Ingestor, ScanStats, WorkTree, stat_key,
 )
 from ..records.model import (
-    STAT_LEN, STATCACHE_VALUE_LEN, Kind, ObjectId, TreeEntry, decode_statcache,
+    STAT_LEN, STAT_PACK, STATCACHE_VALUE_LEN, Kind, ObjectId, TreeEntry, decode_statcache,
     encode_statcache, encode_tree, encode_tree_rows, make_tree, stat_bytes, tree_id,
 )
 from ..repo.repository import Repo, normalize_path
@@ -70,9 +71,21 @@ def cached_file_id(txn, rel: str | bytes, st: os.stat_result) -> ObjectId | None
 
 @dataclass(slots=True)
 class _Dir:
+    """A listed directory: its tree rows, some still to be completed by ``build``.
+
+    ``rows`` are tree rows ``(name bytes, kind, mode, size, mtime_ns, id, target)``
+    (see ``encode_tree_rows``); a cached file's or a link's row is final when the
+    walk makes it, a tuple (which the garbage collector stops tracking); the
+    others are lists. ``subdirs`` pairs each directory's row with its plan (the id is
+    its tree's), ``jobs`` each file to read with its row (size and id come from the
+    read); ``size`` sums the final rows' file and link sizes.
+    """
     rel: str
     st: os.stat_result
-    items: list  # (name, kind, st, payload): payload = FileJob | _Dir | target bytes
+    rows: list = field(default_factory=list)
+    subdirs: list = field(default_factory=list)
+    jobs: list = field(default_factory=list)
+    size: int = 0
 
 
 class Scanner:
@@ -86,6 +99,8 @@ class Scanner:
         self.jobs: list[FileJob] = []
         self.start_ns = time.time_ns()
         self._txn = None
+        # The stat cache entries the walk may meet, popped as it meets them; None
+        # when too many to hold (then each file is looked up in ``_txn``).
         self._cache: dict[bytes, bytes] | None = None
         # Called with each directory's new jobs as soon as the directory is listed.
         self.on_jobs: Callable[[list[FileJob]], None] | None = None
@@ -105,82 +120,133 @@ class Scanner:
                 except OSError as exc:
                     raise from_oserror(exc, "reading the workspace") from None
                 node = self._walk_dir(ws, "", st)
-                seen = self.work.seen_paths
-                cached = self._cache if self._cache is not None else txn.keys("statcache")
-                self.work.stale = [k for k in cached if k not in seen]
+                if self._cache is not None:   # what the walk did not pop is gone
+                    self.work.stale = list(self._cache)
+                else:
+                    seen = self.work.seen_paths
+                    self.work.stale = [k for k in txn.keys("statcache") if k not in seen]
                 return node
             finally:
                 self._txn = None
                 self._cache = None
 
-    def _walk_dir(self, path: str, rel: str, st: os.stat_result) -> _Dir:
-        node = _Dir(rel, st, [])
+    def _lookup(self, key: bytes, default=None) -> bytes | None:
+        """The stat cache value of ``key`` (a cache too large to hold in memory)."""
+        self.work.seen_paths.add(key)
+        return self._txn.get("statcache", key)
+
+    def _walk_dir(self, path: str, rel: str, st: os.stat_result,
+                  parent_fd: int | None = None) -> _Dir:
+        """The plan of directory ``path`` (opened by its name in ``parent_fd`` when
+        given: the kernel then resolves one name per stat, not the whole path)."""
+        node = _Dir(rel, st)
         self.work.stats.dirs += 1
         try:
-            with os.scandir(path) as it:
-                entries = list(it)
+            fd = os.open(path if parent_fd is None else os.path.basename(path),
+                         DIR_FLAGS, dir_fd=parent_fd)
         except OSError as exc:
             raise from_oserror(exc, f"listing {rel or '.'}") from None
+        try:
+            try:
+                with os.scandir(fd) as it:
+                    entries = list(it)
+            except OSError as exc:
+                raise from_oserror(exc, f"listing {rel or '.'}") from None
+            self._plan(node, entries, path, fd)
+        finally:
+            os.close(fd)
+        return node
+
+    def _plan(self, node: _Dir, entries: list, path: str, fd: int) -> None:
+        """Plan entries of directory ``path`` (listed from its descriptor ``fd``)
+        into ``node``, then walk its subdirectories.
+
+        The loop is the scan's hot path: a regular file whose stat matches its
+        stat cache value (one bytes compare against the packed stat) becomes its
+        final tree row at once, with no other object made for it.
+        """
+        rel = node.rel
         prefix = f"{rel}/" if rel else ""
+        bprefix = _fs_name(prefix)
+        # Without .vfsignore rules only dot names can be ignored (see ``Ignore``).
+        check = self.ignore.has_rules or rel.startswith(".vfs")
+        ignored = self.ignore.ignored
+        cache = self._cache
+        lookup = cache.pop if cache is not None else self._lookup
+        pack = STAT_PACK
+        rows = node.rows
         first_job = len(self.jobs)
         subdirs = []
+        files = size = 0
         for de in entries:
-            sub = self._walk_entry(node, de, prefix + de.name)
-            if sub is not None:
-                subdirs.append(sub)
+            name = de.name
+            try:
+                st = de.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished between listing and stat
+            except OSError as exc:
+                raise from_oserror(exc, f"reading {prefix}{name}") from None
+            mode = st.st_mode
+            if S_ISREG(mode):  # the common case first
+                if (check or name.startswith(".")) and ignored(prefix + name, False):
+                    continue
+                files += 1
+                bname = name.encode("utf-8", "surrogateescape")
+                key = bprefix + bname
+                raw = lookup(key, None)
+                n = st.st_size
+                mtime = st.st_mtime_ns
+                if raw is not None and len(raw) == STATCACHE_VALUE_LEN:
+                    if raw.startswith(pack(st.st_dev, st.st_ino, n, mtime,
+                                           st.st_ctime_ns, mode)):
+                        rows.append((bname, 1, mode & 0o7777, n, mtime, raw[STAT_LEN:],
+                                     b""))
+                        size += n
+                        continue
+                    prev = ObjectId(raw[STAT_LEN:])
+                else:
+                    prev = None
+                job = FileJob(prefix + name, f"{path}/{name}", st, prev=prev)
+                row = [bname, 1, mode & 0o7777, 0, mtime, None, b""]
+                rows.append(row)
+                node.jobs.append((row, job))
+                self.jobs.append(job)
+            elif S_ISDIR(mode):
+                sub_rel = prefix + name
+                if not ignored(sub_rel, True):
+                    subdirs.append((_fs_name(name), f"{path}/{name}", sub_rel, st))
+            else:
+                size += self._special(rows, de, fd, prefix + name, st)
+        self.work.stats.files += files
+        node.size += size
         if self.on_jobs is not None and len(self.jobs) > first_job:
             # this directory's files start being read while the walk goes on
             self.on_jobs(self.jobs[first_job:])
-        for name, sub_path, sub_rel, sub_st in subdirs:
-            node.items.append((name, Kind.DIR, sub_st, self._walk_dir(sub_path, sub_rel,
-                                                                       sub_st)))
-        return node
+        for name, sub_path, sub_rel, sub_st in subdirs:  # after this directory's files
+            row = [name, 2, stat.S_IMODE(sub_st.st_mode), 0, sub_st.st_mtime_ns, None, b""]
+            rows.append(row)
+            node.subdirs.append((row, self._walk_dir(sub_path, sub_rel, sub_st, fd)))
 
-    def _walk_entry(self, node: _Dir, de: os.DirEntry, rel: str):
-        """Plan one entry into ``node``; a subdirectory is returned to walk later."""
-        try:
-            st = de.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            return None  # vanished between listing and stat
-        except OSError as exc:
-            raise from_oserror(exc, f"reading {rel}") from None
+    def _special(self, rows: list, de: os.DirEntry, fd: int, rel: str,
+                 st: os.stat_result) -> int:
+        """Plan a symbolic link (returns its size) or skip a fifo, socket or device."""
         mode = st.st_mode
-        if stat.S_ISREG(mode):  # the common case first
-            if not self.ignore.ignored(rel, False):
-                node.items.append((de.name, Kind.FILE, st, self._file(de.path, rel, st)))
-        elif stat.S_ISDIR(mode):
-            if not self.ignore.ignored(rel, True):
-                return (de.name, de.path, rel, st)   # walked after this directory's files
-        elif self.ignore.ignored(rel, False):
-            return None
-        elif stat.S_ISLNK(mode):
+        if self.ignore.ignored(rel, False):
+            return 0
+        if stat.S_ISLNK(mode):
             try:
-                target = os.readlink(de.path.encode("utf-8", "surrogateescape"))
+                target = os.readlink(_fs_name(de.name), dir_fd=fd)
             except OSError as exc:
                 raise from_oserror(exc, f"reading link {rel}") from None
-            node.items.append((de.name, Kind.SYMLINK, st, target))
+            rows.append((_fs_name(de.name), 3, stat.S_IMODE(mode), len(target),
+                         st.st_mtime_ns, hash_bytes(target), target))
             self.work.stats.symlinks += 1
-        else:
-            what = "fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) \
-                else "device"
-            self.work.stats.skipped.append(rel)
-            self.warn(f"skipped {rel}: a {what} cannot be versioned")
-
-    def _file(self, path: str, rel: str, st: os.stat_result) -> FileJob:
-        self.work.stats.files += 1
-        key = _fs_name(rel)
-        self.work.seen_paths.add(key)
-        job = FileJob(rel, path, st)
-        raw = self._cache.get(key) if self._cache is not None \
-            else self._txn.get("statcache", key)
-        if raw is not None and len(raw) == STATCACHE_VALUE_LEN:
-            if raw[:STAT_LEN] == stat_bytes(st):
-                job.fid = ObjectId(raw[STAT_LEN:])
-                job.size = st.st_size
-                return job
-            job.prev = ObjectId(raw[STAT_LEN:])
-        self.jobs.append(job)
-        return job
+            return len(target)
+        what = "fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) \
+            else "device"
+        self.work.stats.skipped.append(rel)
+        self.warn(f"skipped {rel}: a {what} cannot be versioned")
+        return 0
 
     def cache_record(self, job: FileJob) -> None:
         """Remember a freshly read file in the stat cache, unless it is racy."""
@@ -200,20 +266,15 @@ class Scanner:
                          node.st.st_mtime_ns, tid)
 
     def _build(self, node: _Dir) -> ObjectId:
-        rows = []
-        for name, kind, st, payload in node.items:
-            if kind is Kind.DIR:
-                row = [_fs_name(name), 2, stat.S_IMODE(st.st_mode), 0, st.st_mtime_ns,
-                       bytes(self._build(payload)), b""]
-            elif kind is Kind.FILE:
-                row = [_fs_name(name), 1, stat.S_IMODE(st.st_mode), payload.size,
-                       st.st_mtime_ns, bytes(payload.fid), b""]
-            else:
-                row = [_fs_name(name), 3, stat.S_IMODE(st.st_mode), len(payload),
-                       st.st_mtime_ns, hash_bytes(payload), payload]
-            if kind is not Kind.DIR:
-                self.work.stats.tree_bytes += row[3]
-            rows.append(row)
+        size = node.size
+        for row, job in node.jobs:
+            row[3] = job.size
+            row[5] = bytes(job.fid)
+            size += job.size
+        for row, sub in node.subdirs:
+            row[5] = bytes(self._build(sub))
+        self.work.stats.tree_bytes += size
+        rows = node.rows
         rows.sort(key=_first)
         enc = encode_tree_rows(rows)
         tid = tree_id(enc)
@@ -221,8 +282,10 @@ class Scanner:
         return tid
 
 
-def _first(row: list) -> bytes:
-    return row[0]
+_first = itemgetter(0)
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+S_ISREG = stat.S_ISREG
+S_ISDIR = stat.S_ISDIR
 
 
 def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None = None,
@@ -338,8 +401,9 @@ def _keep_next(ing: Ingestor, pending: deque) -> None:
         ing.keep_small(job, data)
 
 
-def _walk_path(scanner: Scanner, rel: str):
-    """One PATHS argument: its node (``_Dir``), a single item tuple, or None (gone)."""
+def _walk_path(scanner: Scanner, rel: str) -> _Dir | None:
+    """One PATHS argument: the whole workspace's plan (``rel`` names the root), a
+    plan of its parent directory holding just that entry, or None (gone, ignored)."""
     rel = normalize_path(rel)
     if not rel:
         return scanner.walk()
@@ -350,24 +414,35 @@ def _walk_path(scanner: Scanner, rel: str):
         return None
     except OSError as exc:
         raise from_oserror(exc, f"reading {rel}") from None
+    name = os.path.basename(rel)
+    parent = os.path.dirname(path)
+    holder = _Dir(os.path.dirname(rel), st)
     with scanner.repo.index.read() as txn:
         scanner._txn = txn
+        scanner._cache = _cache_under(txn, _fs_name(rel))
+        fd = None
         try:
-            holder = _Dir("", st, [])
-            first_job = len(scanner.jobs)
-            with os.scandir(os.path.dirname(path)) as it:
-                for de in it:
-                    if de.name == os.path.basename(rel):
-                        sub = scanner._walk_entry(holder, de, rel)
-                        if sub is not None:   # a directory: its walk hands on its jobs
-                            name, sub_path, sub_rel, sub_st = sub
-                            holder.items.append((name, Kind.DIR, sub_st, scanner._walk_dir(
-                                sub_path, sub_rel, sub_st)))
-                        elif scanner.on_jobs is not None and len(scanner.jobs) > first_job:
-                            scanner.on_jobs(scanner.jobs[first_job:])
+            fd = os.open(parent, DIR_FLAGS)
+            with os.scandir(fd) as it:
+                found = [de for de in it if de.name == name]
+            scanner._plan(holder, found, parent, fd)
         finally:
+            if fd is not None:
+                os.close(fd)
             scanner._txn = None
-    return holder.items[0] if holder.items else None
+            scanner._cache = None
+    return holder if holder.rows else None
+
+
+def _cache_under(txn, key: bytes) -> dict[bytes, bytes] | None:
+    """The stat cache entries of path ``key`` and of the paths under it, or None
+    when there are more than ``BULK_CACHE``."""
+    cache = txn.dict_under("statcache", key + b"/", BULK_CACHE)
+    if cache is not None:
+        raw = txn.get("statcache", key)
+        if raw is not None:
+            cache[key] = raw
+    return cache
 
 
 def _graft(repo: Repo, scanner: Scanner, work: WorkTree, roots: dict) -> TreeEntry:
@@ -380,14 +455,12 @@ def _graft(repo: Repo, scanner: Scanner, work: WorkTree, roots: dict) -> TreeEnt
     entry = base
     for rel, node in sorted(roots.items()):
         rel = normalize_path(rel)
-        if isinstance(node, _Dir) and not rel:
+        if not rel:
             return scanner.build(node)
         new = None
         if node is not None:
-            name, kind, st, payload = node
-            holder = _Dir("", os.lstat(repo.workspace), [node])
-            built = scanner.build(holder)
-            new = work.tree(built.id).get(name)
+            built = scanner.build(node)
+            new = work.tree(built.id).get(os.path.basename(rel))
         entry = _replace(work, entry, rel.split("/"), new, repo)
     return entry
 
