@@ -65,6 +65,20 @@ class UsageError(VfsError):
     errno = _errno.EINVAL
 
 
+class RunFailed(VfsError):
+    """A run's command succeeded but the run could not be completed (a declared
+    output or metrics file missing or unreadable); it is recorded as failed."""
+
+    exit_code = 1
+
+
+class Interrupted(VfsError):
+    """A run (or ``vfs repro``) stopped by SIGINT, SIGTERM or SIGHUP; recorded as
+    interrupted, nothing committed."""
+
+    exit_code = 130
+
+
 class PipelineInvalid(UsageError):
     """``vfs.yaml`` (or a Python stage module) declares a pipeline that cannot run:
     an unknown key, a missing command, a cycle, an output claimed twice, a missing

@@ -141,7 +141,7 @@ def runs_show(ctx, run_id, show_log, as_json) -> None:
     import shlex
     click.echo(f"run {r.id}")
     click.echo(f"name:     {r.name}")
-    click.echo(f"command:  {' '.join(shlex.quote(a) for a in r.argv)}")
+    click.echo(f"command:  {shlex.join(r.argv)}")
     click.echo(f"cwd:      {r.cwd or '.'}")
     click.echo(f"status:   {r.status} (exit {r.exit_code})"
                + (f": {r.message}" if r.message and r.status != "succeeded" else ""))

@@ -104,7 +104,7 @@ def compare_runs(a: RunRecord, b: RunRecord) -> RunComparison:
 
 
 def command_line(r: RunRecord) -> str:
-    return " ".join(shlex.quote(x) for x in r.argv)
+    return shlex.join(r.argv)
 
 
 def _code(r: RunRecord) -> str | None:

@@ -83,7 +83,7 @@ class Step:
 
     @property
     def command(self) -> str:
-        return " ".join(shlex.quote(a) for a in self.run.argv)
+        return shlex.join(self.run.argv)
 
     def to_dict(self) -> dict:
         r = self.run

@@ -176,7 +176,7 @@ def _stage(name: str, body, workspace: str) -> Stage:
     elif isinstance(cmd, list) and all(isinstance(a, (str, int, float)) for a in cmd):
         argv = tuple(str(a) for a in cmd)
         import shlex
-        shown = " ".join(shlex.quote(a) for a in argv)
+        shown = shlex.join(argv)
     else:
         raise PipelineInvalid(f"{where}: cmd must be a string (run by sh -c) or a list "
                               "of arguments")

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -34,9 +36,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from ..errors import PathNotFound, UsageError, VfsError, from_oserror
+from ..errors import (
+    AmbiguousRevision, Interrupted, PathNotFound, RunFailed, UnknownRevision, UsageError,
+    VfsError, from_oserror,
+)
 from ..records import runs as rr
-from ..records.hashing import hasher
+from ..records.hashing import hash_bytes, hasher
 from ..records.model import Kind, ObjectId
 from ..repo import mounts
 from ..repo.repository import Repo, normalize_path
@@ -125,10 +130,8 @@ def get_run(repo: Repo, run_id: str) -> rr.RunRecord:
             prefix = bytes.fromhex(low[: len(low) // 2 * 2])
             hits = [(k, v) for k, v in txn.items("runs", prefix) if k.hex().startswith(low)]
     if not hits:
-        from ..errors import UnknownRevision
         raise UnknownRevision(f"no run {run_id!r}; 'vfs runs' lists the runs")
     if len(hits) > 1:
-        from ..errors import AmbiguousRevision
         raise AmbiguousRevision(f"run id {run_id!r} is ambiguous: "
                                 + ", ".join(k.hex()[:12] for k, _ in hits[:5]))
     return rr.decode_run(hits[0][0], hits[0][1])
@@ -302,7 +305,7 @@ def content_key(src, e, memo: dict) -> str:
     if hit is None:
         rows = [[c.name, int(c.kind), c.mode, content_key(src, c, memo)]
                 for c in src.tree(e.id).entries]
-        hit = memo[e.id] = _digest(b"vfs-dirkey\0" + rr.canonical(rows))
+        hit = memo[e.id] = hash_bytes(b"vfs-dirkey\0" + rr.canonical(rows)).hex()
     return hit
 
 
@@ -357,15 +360,13 @@ def _hash_path(path: str) -> tuple[str, str, int]:
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
-            h = hasher()
-            h.update(os.fsencode(os.readlink(path)))
-            return "symlink", h.digest().hex(), 0
+            return "symlink", hash_bytes(os.fsencode(os.readlink(path))).hex(), 0
         if stat.S_ISDIR(st.st_mode):
             rows = []
             for name in sorted(os.listdir(path)):
                 kind, oid, _ = _hash_path(os.path.join(path, name))
                 rows.append([name, kind, oid])
-            return "dir", _digest(rr.canonical(rows)), 0
+            return "dir", hash_bytes(rr.canonical(rows)).hex(), 0
         h = hasher()
         with open(path, "rb") as f:
             while block := f.read(1 << 20):
@@ -373,12 +374,6 @@ def _hash_path(path: str) -> tuple[str, str, int]:
         return "file", h.digest().hex(), st.st_size
     except OSError as exc:
         raise from_oserror(exc, f"reading input {path}") from None
-
-
-def _digest(data: bytes) -> str:
-    h = hasher()
-    h.update(data)
-    return h.digest().hex()
 
 
 def code_version(cwd: str) -> dict | None:
@@ -402,8 +397,8 @@ def code_version(cwd: str) -> dict | None:
     dirty = bool(status.strip())
     key = head
     if dirty:
-        key += "+" + _digest((git("diff", "HEAD", "--no-ext-diff", "--binary") or "")
-                             .encode())[:16]
+        diff = git("diff", "HEAD", "--no-ext-diff", "--binary") or ""
+        key += "+" + hash_bytes(diff.encode()).hex()[:16]
     root = (git("rev-parse", "--show-toplevel") or "").strip()
     return {"commit": head, "dirty": dirty, "root": root, "key": key}
 
@@ -488,7 +483,7 @@ def run(repo: Repo, spec: RunSpec, *, warn: Callable[[str], None] = lambda m: No
             return RunResult(None, hit, 0)
     _clear_outputs(repo, prep)
     rid = rr.new_run_id(spec.argv, rr.now_ns())
-    info(f"run {rid.hex()[:12]} ({prep.name}): {_show(spec.argv)}")
+    info(f"run {rid.hex()[:12]} ({prep.name}): {shlex.join(spec.argv)}")
     ex = _Execution(repo, prep, rid, echo=echo, warn=warn, stdout=stdout, stderr=stderr)
     ex.start()
     ex.wait()
@@ -498,11 +493,6 @@ def run(repo: Repo, spec: RunSpec, *, warn: Callable[[str], None] = lambda m: No
                           f"{signal.Signals(ex.signalled).name}; the command's process "
                           "group was terminated and no commit was made", op="run")
     return result
-
-
-def _show(argv) -> str:
-    import shlex
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 def _clear_outputs(repo: Repo, prep: Prepared) -> None:
@@ -528,7 +518,6 @@ def _clear_outputs(repo: Repo, prep: Prepared) -> None:
             "output " + ", ".join(dirty[:5]) + " holds content no commit or run has "
             "stored; a run removes its outputs before it starts, so snapshot or move "
             "it first (vfs snapshot " + " ".join(dirty[:5]) + ")")
-    import shutil
     for o in present:
         full = os.path.join(ws, o)
         try:
@@ -884,16 +873,6 @@ os._exit(128 - code if code < 0 else code)
 """
 
 
-class RunFailed(VfsError):
-    """The command succeeded but the run could not be completed (an output missing)."""
-
-    exit_code = 1
-
-
-class Interrupted(VfsError):
-    exit_code = 130
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one execution of a run did, whoever executed it (``_Execution`` runs a
@@ -982,7 +961,7 @@ def record(repo: Repo, prep: Prepared, out: Outcome, *,
         done["rec"] = rec
 
     label = prep.spec.name or prep.name
-    snap.snapshot(repo, paths, message=f"run {label}: {_show(prep.spec.argv)}",
+    snap.snapshot(repo, paths, message=f"run {label}: {shlex.join(prep.spec.argv)}",
                   run=out.rid, warn=warn, on_wait=on_wait, allow_empty=False,
                   on_write=on_write)
     rec = done["rec"]
