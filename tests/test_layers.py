@@ -45,6 +45,9 @@ RANKS: dict[str, float] = {
     "repo": 3, "repo.mounts": 3, "repo.observe": 3.01, "repo.refs": 3.05,
     "repo.producers": 3.06, "repo.revisions": 3.1,
     "repo.repository": 3.2,
+    # remotes: one remote root through fsspec, the remote layout, its local state
+    "remote": 3.25, "remote.backend": 3.25, "remote.layout": 3.25, "remote.config": 3.25, "remote.plan": 3.25,
+    "remote.state": 3.26, "remote.transfer": 3.27, "remote.refs": 3.27,
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
     "workspace.scan": 3.5, "workspace.materialize": 3.6,
@@ -55,6 +58,7 @@ RANKS: dict[str, float] = {
     "ops.refs": 4,
     # a run composes the verbs: it restores (checkout) and commits (snapshot)
     "ops.run": 4.1,
+    "ops.remote": 4.15,  # push/pull carry run records (ops.run.put_record), checkout
     # inspecting runs: lineage walks run records upstream, compare puts two side by side
     "ops.lineage": 4.2, "ops.compare": 4.2, "ops.lineage_formats": 4.3,
     # pipelines: vfs.yaml parsed into a graph (pure), then reproduced through ops.run
@@ -76,7 +80,7 @@ RANKS: dict[str, float] = {
     "cli.repo_cmds": 7.2, "cli.maint_cmds": 7.2, "cli.diff_cmds": 7.2,
     "cli.checkout_cmds": 7.2, "cli.mount_cmds": 7.2, "cli.run_cmds": 7.2,
     "cli.lineage_cmds": 7.2,
-    "cli.pipeline_cmds": 7.2,
+    "cli.pipeline_cmds": 7.2, "cli.remote_cmds": 7.2,
     "cli.commands": 7.3, "cli": 7.4,
     "__main__": 8, "stage_runner": 8,
 }

@@ -253,3 +253,55 @@ def from_oserror(exc: OSError, doing: str, *, op: str | None = None) -> VfsError
         err.errno = exc.errno
     err.filename = filename
     return err
+
+
+# -- remotes (exit 13; a failed CAS or a rejected push is 6/7 like their local kin) ----
+
+
+class RemoteError(VfsError):
+    """Something went wrong talking to a remote (object storage through fsspec)."""
+
+    exit_code = 13
+    errno = _errno.EIO
+
+
+class RemoteMissing(RemoteError):
+    """An object the remote should hold is absent."""
+
+
+class RemoteUnavailable(RemoteError):
+    """The remote did not answer, or kept failing, after the retries."""
+
+    retryable = True
+
+
+class RemoteCorrupt(RemoteError):
+    """An object read from the remote is truncated or does not match its id."""
+
+
+class RemoteBusy(RemoteError):
+    """Another writer holds the remote's ref lock."""
+
+    exit_code = 6
+    errno = _errno.EBUSY
+    retryable = True
+
+
+class RemoteAuth(RemoteError):
+    """The remote refused our credentials."""
+
+    errno = _errno.EACCES
+
+
+class RemoteInvalid(RemoteError):
+    """A remote URL or option that cannot work (unknown protocol, missing package)."""
+
+    exit_code = 2
+    errno = _errno.EINVAL
+
+
+class RemoteRejected(RemoteError):
+    """A push that would drop commits the remote has (not a fast-forward)."""
+
+    exit_code = 7
+    errno = _errno.EBUSY

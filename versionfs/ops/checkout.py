@@ -97,7 +97,8 @@ class CheckoutResult:
 
 def checkout(repo: Repo, rev: str, *, into: str | None = None, force: bool = False,
              warn: Callable[[str], None] = lambda m: None, progress_factory=None,
-             on_wait: Callable[[str], None] | None = None) -> CheckoutResult:
+             on_wait: Callable[[str], None] | None = None,
+             advance: tuple[str, bytes | None] | None = None) -> CheckoutResult:
     """Materialize ``rev`` into the workspace (moving HEAD) or into directory ``into``.
 
     ``into`` must be empty or absent unless ``force`` (then what is there is
@@ -110,6 +111,10 @@ def checkout(repo: Repo, rev: str, *, into: str | None = None, force: bool = Fal
     or ``MissingObject`` for damaged content; ``StorageFull``/``AccessDenied`` from the
     filesystem. An error part-way leaves every file either old or new (never torn) and
     HEAD unmoved; running the same checkout again finishes the job.
+
+    ``advance=(branch ref, expected)`` moves that branch to ``rev``'s commit in the
+    same transaction that moves HEAD onto it (what ``vfs pull`` does for a
+    fast-forward), if the branch still holds ``expected`` (``RefChanged`` otherwise).
     """
     cid = repo.resolve(rev)
     if into is not None:
@@ -118,10 +123,11 @@ def checkout(repo: Repo, rev: str, *, into: str | None = None, force: bool = Fal
         raise UsageError("a bare repository has no workspace; use --into DIR to "
                          "write the files somewhere")
     with repo.lock(on_wait=on_wait):
-        return _checkout_workspace(repo, rev, cid, force, warn, progress_factory)
+        return _checkout_workspace(repo, rev, cid, force, warn, progress_factory, advance)
 
 
-def _checkout_workspace(repo, rev, cid, force, warn, progress_factory) -> CheckoutResult:
+def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
+                        advance=None) -> CheckoutResult:
     with repo.index.read() as txn:
         seen = refs.read_head(txn)
         head = refs.head_commit(txn, seen)
@@ -143,8 +149,8 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory) -> Checko
         scanned = plan.scanned
     apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory)
     apply.run()
-    head_name = _head_after(repo, rev, cid, seen)
-    _record(repo, scanned, apply, head_name, seen, cid)
+    head_name = advance[0] if advance else _head_after(repo, rev, cid, seen)
+    _record(repo, scanned, apply, head_name, seen, cid, advance)
     return _result(apply, plan, cid, head_name, None)
 
 
@@ -222,7 +228,7 @@ def _head_after(repo: Repo, rev: str, cid: ObjectId, seen: refs.Head) -> str:
 
 
 def _record(repo: Repo, scanned: dict, apply: Apply, head_name: str, seen: refs.Head,
-            cid: ObjectId) -> None:
+            cid: ObjectId, advance=None) -> None:
     """One transaction: stat cache entries for what was hashed and what was written,
     none for what was removed, and HEAD moved last, by compare-and-swap against the
     HEAD read at the start (and the branch it lands on must still be at ``cid``)."""
@@ -237,6 +243,8 @@ def _record(repo: Repo, scanned: dict, apply: Apply, head_name: str, seen: refs.
                 txn.delete("statcache", key)
         for key, value in apply.cache.items():
             txn.put("statcache", key, value)
+        if advance is not None:
+            refs.set_ref(txn, advance[0], cid, expect=advance[1])
         if head_name.startswith(refs.BRANCH_PREFIX):
             refs.expect_ref(txn, head_name, cid)
         refs.set_head(txn, head_name, expect=seen)

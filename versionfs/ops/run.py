@@ -953,7 +953,7 @@ def record(repo: Repo, prep: Prepared, out: Outcome, *,
             outs.append(rr.Output(o, _KIND[e.kind], e.id.hex(), e.size))
         rec = replace(base, deps=tuple(deps), outs=tuple(outs), metrics=metrics,
                       commit=cid.hex(), changed=tuple(changed))
-        _put_record(txn, rec)
+        put_record(txn, rec)
         for d in prep.deps:     # remember directory content keys (DIRKEY_PREFIX)
             if d.origin == rr.WORKSPACE and d.kind == "dir" and d.path in prep.content_keys:
                 txn.put("runcache", DIRKEY_PREFIX + bytes.fromhex(d.id),
@@ -993,7 +993,8 @@ def _overlaps_path(declared: str, path: str) -> bool:
     return d in ("", ".") or path == d or path.startswith(d + "/")
 
 
-def _put_record(txn, rec: rr.RunRecord) -> None:
+def put_record(txn, rec: rr.RunRecord) -> None:
+    """Write a run record and its runcache entries (in the caller's transaction)."""
     rid = bytes.fromhex(rec.id)
     txn.put("runs", rid, rr.encode_run(rec))
     if rec.cacheable:
@@ -1007,7 +1008,7 @@ def _put_record(txn, rec: rr.RunRecord) -> None:
 def _write_alone(repo: Repo, rec: rr.RunRecord, on_wait) -> None:
     with repo.lock(on_wait=on_wait):
         with repo.index.write() as txn:
-            _put_record(txn, rec)
+            put_record(txn, rec)
 
 
 def remove_runs(repo: Repo, recs: list[rr.RunRecord], *, on_wait=None) -> None:

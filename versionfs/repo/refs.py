@@ -27,6 +27,7 @@ from ..store.index import Txn
 HEAD_KEY = b"HEAD"
 BRANCH_PREFIX = "heads/"
 TAG_PREFIX = "tags/"
+REMOTE_PREFIX = "remotes/"   # remotes/NAME/BRANCH: where a remote's branch was last seen
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+/-]*$")
 _FULL_HEX = re.compile(r"^[0-9a-f]{64}$")

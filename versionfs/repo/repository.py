@@ -251,8 +251,9 @@ class Repo:
                 if cid is None:
                     raise UnknownRevision("HEAD has no commit yet; run 'vfs snapshot' first")
                 return cid
-            for ref in (name, f"tags/{name}", f"heads/{name}"):
-                if ref.startswith((_refs.TAG_PREFIX, _refs.BRANCH_PREFIX)):
+            for ref in (name, f"tags/{name}", f"heads/{name}", f"remotes/{name}"):
+                if ref.startswith((_refs.TAG_PREFIX, _refs.BRANCH_PREFIX,
+                                   _refs.REMOTE_PREFIX)):
                     cid = _refs.read_ref(txn, ref)
                     if cid is not None:
                         return cid

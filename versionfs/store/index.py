@@ -39,7 +39,7 @@ _ENVS: dict[str, list] = {}
 _ENVS_LOCK = threading.Lock()
 
 
-def _open_env(path: str, readonly: bool):
+def _open_env(path: str, readonly: bool, max_dbs: int = len(DB_NAMES) + 2):
     key = os.path.realpath(path)
     with _ENVS_LOCK:
         held = _ENVS.get(key)
@@ -48,7 +48,7 @@ def _open_env(path: str, readonly: bool):
             return held[0]
         try:
             env = lmdb.open(
-                path, map_size=MAP_SIZE, max_dbs=len(DB_NAMES) + 2, subdir=True,
+                path, map_size=MAP_SIZE, max_dbs=max_dbs, subdir=True,
                 readonly=readonly, lock=True, max_readers=512, readahead=False,
                 metasync=True, sync=True, create=not readonly,
             )
@@ -71,22 +71,26 @@ def _close_env(path: str) -> None:
 
 
 class Index:
-    def __init__(self, path: str, *, readonly: bool = False):
+    """One LMDB environment and its named databases (a repository's ``DB_NAMES``
+    unless ``names`` says otherwise: a remote's local state has its own)."""
+
+    def __init__(self, path: str, *, readonly: bool = False,
+                 names: tuple[str, ...] = DB_NAMES):
         self.path = path
         # LMDB allows one environment per path and process, shared by every Index
         # there, so it is opened writable whenever the files allow: a read-only
         # Index (a mount) must not stop a writer in the same process.
-        self.env = _open_env(path, readonly and not os.access(path, os.W_OK))
+        self.env = _open_env(path, readonly and not os.access(path, os.W_OK), len(names) + 2)
         self._closed = False
         self.dbs = {}
         if readonly:
             # Opened outside a transaction: handles opened inside a read-only one
             # are invalid once it ends.
-            for name in DB_NAMES:
+            for name in names:
                 self.dbs[name] = self.env.open_db(name.encode(), create=False)
         else:
             with self.env.begin(write=True) as txn:
-                for name in DB_NAMES:
+                for name in names:
                     self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
 
     def close(self) -> None:
