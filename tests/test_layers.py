@@ -47,7 +47,9 @@ RANKS: dict[str, float] = {
     "repo.repository": 3.2,
     # remotes: one remote root through fsspec, the remote layout, its local state
     "remote": 3.25, "remote.backend": 3.25, "remote.layout": 3.25, "remote.config": 3.25, "remote.plan": 3.25,
+    "remote.cache": 3.25,
     "remote.state": 3.26, "remote.transfer": 3.27, "remote.refs": 3.27,
+    "remote.lazy": 3.28,  # a Repo over a remote: records copied, chunks fetched on read
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
     "workspace.scan": 3.5, "workspace.materialize": 3.6,
@@ -58,7 +60,7 @@ RANKS: dict[str, float] = {
     "ops.refs": 4,
     # a run composes the verbs: it restores (checkout) and commits (snapshot)
     "ops.run": 4.1,
-    "ops.remote": 4.15,  # push/pull carry run records (ops.run.put_record), checkout
+    "ops.remote": 4.15, "ops.remote_gc": 4.16,  # push/pull carry run records (ops.run.put_record), checkout
     # inspecting runs: lineage walks run records upstream, compare puts two side by side
     "ops.lineage": 4.2, "ops.compare": 4.2, "ops.lineage_formats": 4.3,
     # pipelines: vfs.yaml parsed into a graph (pure), then reproduced through ops.run

@@ -29,3 +29,17 @@ def short_summary(changes) -> dict:
 def plural(n: int, noun: str) -> str:
     """``1 file``, ``2 files``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``512M``, ``20G``, ``1.5GiB``, ``4096`` → bytes (binary units);
+    ``UsageError`` otherwise."""
+    import re
+    from ..errors import UsageError
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", text or "")
+    if not m:
+        raise UsageError(f"size {text!r} is not understood: write e.g. 512M, 20G or 4096")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])

@@ -64,16 +64,35 @@ class PhaseBars:
 @cli.command("gc")
 @click.option("-n", "--dry-run", is_flag=True,
               help="Only report what would be removed; change nothing.")
+@click.option("--remote", "remote", default=None, metavar="NAME",
+              help="Collect on remote NAME instead: delete what none of its refs or run "
+                   "records reaches and what was already found unreachable at least "
+                   "--grace ago (so a push under way is never broken).")
+@click.option("--grace", default="1h", show_default=True, metavar="DURATION",
+              help="With --remote: how long an object must have been found unreachable "
+                   "before it is deleted (e.g. 0s, 30m, 1h, 2d).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def gc_cmd(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+def gc_cmd(ctx: click.Context, dry_run: bool, remote, grace: str, as_json: bool) -> None:
     """Remove commits, records and blobs that no branch, tag, HEAD or live mount reaches.
 
     Also compacts pack files that are mostly unused and removes leftovers of
     interrupted writes. Takes the repository lock; mounts are unaffected (the commits
-    they serve are kept).
+    they serve are kept). With --remote NAME, collects on that remote (docs/remotes.md).
     """
     repo = open_repo(ctx)
+    if remote is not None:
+        from ..ops.remote_gc import gc_remote
+        res = gc_remote(repo, remote, grace=_duration(grace), dry_run=dry_run)
+        if as_json:
+            emit_json(res.to_dict())
+            return
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{res.remote}: {verb} {res.packs_deleted} packs "
+                   f"({fmt_bytes(res.bytes_freed)}) and {res.records_dropped} records; "
+                   f"{res.condemned} unreachable objects wait out the grace; "
+                   f"{res.kept_packs} packs kept")
+        return
     with PhaseBars() as bars:
         from ..ops.gc import gc
         result = gc(repo, dry_run=dry_run, progress=bars, on_wait=info)
@@ -83,6 +102,15 @@ def gc_cmd(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
         emit_json(asdict(result))
         return
     click.echo(gc_summary(result))
+
+
+def _duration(text: str) -> float:
+    import re
+    from ..errors import UsageError
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not m:
+        raise UsageError(f"duration {text!r} is not understood: write e.g. 0s, 30m, 1h, 2d")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 def gc_summary(r: GcResult) -> str:

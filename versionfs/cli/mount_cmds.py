@@ -27,20 +27,36 @@ from .base import cli, emit_json, info
                    "read of an unread chunk reads and hashes the whole ~1 MiB chunk). "
                    "off: read exactly the requested bytes with no check, for fast "
                    "random access on storage you trust; damage goes unnoticed.")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="For a remote URL: an fsspec option (e.g. endpoint_url=...), "
+                   "repeatable. Credentials come from the environment.")
+@click.option("--cache-dir", type=click.Path(), default=None,
+              help="For a remote URL: where fetched chunks are kept (default "
+                   "~/.cache/versionfs; shared by every mount).")
+@click.option("--cache-size", default=None, metavar="SIZE",
+              help="For a remote URL: the chunk cache's bound, e.g. 20G or 512M "
+                   "(default 10G; least recently used chunks go first).")
 @click.pass_context
 def mount_cmd(ctx: click.Context, spec: str, mountpoint: str, foreground: bool,
-              allow_other: bool, debug: bool, verify: str) -> None:
+              allow_other: bool, debug: bool, verify: str, options, cache_dir,
+              cache_size) -> None:
     """Mount a version of a repository read-only at MOUNTPOINT.
 
     \b
     REPO@REV serves one commit (REV: id or prefix, tag, branch, HEAD, HEAD~N);
     REPO alone serves every version side by side:
       HEAD/  tags/<name>/  heads/<name>/  commits/<full id>/
+    REPO may be a remote URL (s3://bucket/repo@v1): served lazily, chunks
+    fetched on first read into a bounded local cache (docs/remotes.md).
     Returns once the mount answers; 'versionfs umount MOUNTPOINT' unmounts.
     """
     from ..fuse.mount import mount
+    from ..remote.config import parse_options
+    from .format import parse_size
     mount(spec, mountpoint, default_repo=ctx.obj["path"], foreground=foreground,
-          allow_other=allow_other, debug=debug, verify=verify, say=info)
+          allow_other=allow_other, debug=debug, verify=verify,
+          remote_options=parse_options(options) or None, cache_dir=cache_dir,
+          cache_size=parse_size(cache_size) if cache_size else None, say=info)
 
 
 @cli.command("umount")

@@ -35,13 +35,15 @@ READY_TIMEOUT = 60.0
 
 
 def mount(spec: str, mountpoint: str, *, default_repo: str = ".", foreground=False,
-          allow_other=False, debug=False, verify="chunk",
-          say: Callable[[str], None] = print) -> None:
+          allow_other=False, debug=False, verify="chunk", remote_options=None,
+          cache_dir=None, cache_size=None, say: Callable[[str], None] = print) -> None:
     """``versionfs mount``: returns once the mount serves (or, in the foreground,
     once it is unmounted). Error handling: a one-line ``VfsError`` for every bad
     input, checked before anything is mounted."""
     check = functools.partial(prepare, spec, mountpoint, default_repo=default_repo,
-                              allow_other=allow_other, debug=debug, verify=verify)
+                              allow_other=allow_other, debug=debug, verify=verify,
+                              remote_options=remote_options, cache_dir=cache_dir,
+                              cache_size=cache_size)
     if foreground:
         req, commit = check()
         _setup_logging(debug)

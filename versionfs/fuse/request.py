@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..errors import UsageError
+from ..remote.lazy import is_remote_url, open_remote
 from ..repo import mounts
 from ..repo.repository import Repo
 
@@ -23,6 +25,8 @@ class MountRequest:
     allow_other: bool = False
     debug: bool = False
     verify: str = "chunk"  # "off": no BLAKE3 check of what is read (docs/mount.md)
+    # a remote repository read lazily: {"options": {...}, "cache_dir": ..., "cache_size": ...}
+    remote: dict | None = None
 
 
 def parse_spec(spec: str, default_repo: str = ".") -> tuple[str, str | None]:
@@ -39,13 +43,29 @@ def parse_spec(spec: str, default_repo: str = ".") -> tuple[str, str | None]:
 
 
 def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=False,
-            debug=False, verify="chunk") -> tuple[MountRequest, str | None]:
+            debug=False, verify="chunk", remote_options: dict | None = None,
+            cache_dir: str | None = None, cache_size: int | None = None
+            ) -> tuple[MountRequest, str | None]:
     """Check everything before mounting; returns the request and the commit id
-    (hex, None for the all-versions view). Raises a one-line ``VfsError``."""
+    (hex, None for the all-versions view). Raises a one-line ``VfsError``.
+
+    A ``spec`` whose repository part is a URL (``s3://bucket/repo@v1``) mounts that
+    remote repository lazily (``remote.lazy``): records fetched now, chunks on read
+    into the chunk cache at ``cache_dir`` (bounded by ``cache_size`` bytes)."""
     repo_path, rev = parse_spec(spec, default_repo)
     mp = mounts.canonical(mountpoint)
     mounts.check_mountpoint(mp)
     mounts.check_fuse()
+    if is_remote_url(repo_path):
+        remote = {"options": dict(remote_options or {}), "cache_dir": cache_dir,
+                  "cache_size": cache_size}
+        with open_remote(repo_path, **remote) as repo:
+            commit = repo.resolve(rev).hex() if rev is not None else None
+            url = repo.remote_url
+        return MountRequest(url, rev, mp, commit, allow_other, debug, verify, remote), commit
+    if remote_options or cache_dir or cache_size:
+        raise UsageError("--option, --cache-dir and --cache-size are for remote "
+                         "repositories (a URL such as s3://bucket/repo@v1)")
     # readonly=True would suit, but Index(readonly=True) opens its databases in a
     # read transaction, which leaves the handles invalid (mdb_get: EINVAL).
     with Repo.open_repo(repo_path) as repo:

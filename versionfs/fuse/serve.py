@@ -25,6 +25,7 @@ import pyfuse3
 import trio
 
 from ..errors import MountError, VfsError
+from ..remote.lazy import open_remote
 from ..repo.repository import Repo
 from ..view import Tracking, View
 from ..repo import mounts
@@ -53,7 +54,8 @@ def serve(req: MountRequest, on_ready: Callable[[VfsError | None], None] | None 
           *, read_threads: int = 8) -> None:
     """Mount and serve until unmounted or signalled; ``on_ready(None)`` once the
     root answers through the mount, ``on_ready(error)`` if it never does."""
-    repo = Repo.open_repo(req.repo)
+    repo = open_remote(req.repo, **req.remote) if req.remote is not None \
+        else Repo.open_repo(req.repo)
     # the commit checked before mounting, even if a snapshot moved HEAD since
     view = View(repo, req.commit or req.rev, verify=req.verify)
     stop = _Stop()

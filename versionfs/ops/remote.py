@@ -27,20 +27,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import (
-    CorruptObject, MissingObject, RemoteCorrupt, RemoteMissing, RemoteRejected,
+    CorruptObject, RemoteCorrupt, RemoteMissing, RemoteRejected,
     UnknownRevision, UsageError,
 )
 from ..records import runs as rr
-from ..records.model import (
-    ObjectId, commit_id, decode_commit, decode_file, decode_tree, file_id, tree_id,
-)
+from ..records.model import ObjectId
 from ..remote import config as rconfig
 from ..remote import layout
 from ..remote import refs as rrefs
-from ..remote.plan import Plan, missing
+from ..remote.plan import Plan, check_records, missing
 from ..remote.state import RemoteState
 from ..remote.transfer import download, upload
 from ..repo import refs
@@ -206,31 +204,13 @@ def push(repo: Repo, remote: str | None = None, revs: list[str] | None = None, *
             if not state.counts()["files"]:
                 _ensure_format(backend, repo)
             _refuse_early(repo, backend, conf, to_push, force)
-            with repo.index.read() as txn, state.view() as sv:
-                plan = missing(to_push.values(), lambda k, i: txn.get(k, i), sv.known)
-                runs = _runs_to_push(txn, plan, sv)
-                chunks = [(c, n) for c, n in plan.chunks.items() if not sv.has_chunk(c)]
-            plan.records["runs"].update(runs)
-            total = sum(n for _, n in chunks)
-            bar = progress_factory(total) if progress_factory and total else None
-            try:
-                packs = upload(backend, chunks,
-                               lambda c: repo.reader.read(c, own_thread=True),
-                               progress=bar, workers=workers) if chunks else {}
-            finally:
-                if bar is not None:
-                    bar.close()
-            if packs:
-                data = layout.encode_index(packs)
-                name = layout.index_name(layout.content_id(data))
-                backend.write(name, data)
-                state.add_packs(packs, name)
-            if plan.count():
-                data = layout.encode_records(
-                    {k: list(v.items()) for k, v in plan.records.items()})
-                name = layout.records_name(layout.content_id(data))
-                backend.write(name, data)
-                state.add_records(plan.records, name)
+            sent = _Sent()
+            for _ in range(_RESEND_TRIES):
+                _send(repo, backend, state, to_push, sent, progress_factory, workers)
+                # a remote gc may have consolidated files this push relied on while
+                # it ran: then the state starts over and what went is sent again
+                if not state.sync(backend) or not state.was_reset:
+                    break
             updates = _move_remote_refs(repo, backend, conf, to_push, force)
         _track(repo, conf.name, {u.ref: bytes.fromhex(u.new) for u in updates})
         if any(r.startswith(refs.BRANCH_PREFIX) for r in to_push) and \
@@ -239,9 +219,57 @@ def push(repo: Repo, remote: str | None = None, revs: list[str] | None = None, *
             backend.write_if(layout.HEAD_FILE, (first + "\n").encode(), None)
     finally:
         backend.close()
-    return TransferResult(conf.name, conf.url, tuple(updates),
-                          len(plan.records["commits"]), plan.count(), len(chunks), total,
-                          len(packs), len(runs), time.monotonic() - t0)
+    return TransferResult(conf.name, conf.url, tuple(updates), sent.commits, sent.records,
+                          sent.chunks, sent.bytes, sent.packs, sent.runs,
+                          time.monotonic() - t0)
+
+
+_RESEND_TRIES = 3
+
+
+@dataclass(slots=True)
+class _Sent:
+    commits: int = 0
+    records: int = 0
+    chunks: int = 0
+    bytes: int = 0
+    packs: int = 0
+    runs: int = 0
+
+
+def _send(repo: Repo, backend, state: RemoteState, to_push: dict[str, bytes], sent: _Sent,
+          progress_factory, workers: int) -> None:
+    """Upload what the remote lacks for ``to_push``: packs, their index file, the
+    record bundle (in that order)."""
+    with repo.index.read() as txn, state.view() as sv:
+        plan = missing(to_push.values(), lambda k, i: txn.get(k, i), sv.known)
+        runs = _runs_to_push(txn, plan, sv)
+        chunks = [(c, n) for c, n in plan.chunks.items() if not sv.has_chunk(c)]
+    plan.records["runs"].update(runs)
+    total = sum(n for _, n in chunks)
+    bar = progress_factory(total) if progress_factory and total else None
+    try:
+        packs = upload(backend, chunks, lambda c: repo.reader.read(c, own_thread=True),
+                       progress=bar, workers=workers) if chunks else {}
+    finally:
+        if bar is not None:
+            bar.close()
+    if packs:
+        data = layout.encode_index(packs)
+        name = layout.index_name(layout.content_id(data))
+        backend.write(name, data)
+        state.add_packs(packs, name)
+    if plan.count():
+        data = layout.encode_records({k: list(v.items()) for k, v in plan.records.items()})
+        name = layout.records_name(layout.content_id(data))
+        backend.write(name, data)
+        state.add_records(plan.records, name)
+    sent.commits += len(plan.records["commits"])
+    sent.records += plan.count()
+    sent.chunks += len(chunks)
+    sent.bytes += total
+    sent.packs += len(packs)
+    sent.runs += len(runs)
 
 
 def _runs_to_push(txn, plan: Plan, sv) -> dict[bytes, bytes]:
@@ -463,7 +491,7 @@ def _bring(repo: Repo, conf, backend, state: RemoteState, wanted: dict[str, byte
                     "index file of the remote lists it; the remote is incomplete "
                     "(push again from a complete copy)", object_id=cid)
             fetch_list.append((cid, *where))
-    _check_records(plan)
+    check_records(plan)
     total = sum(n for *_, n in fetch_list)
     bar = progress_factory(total) if progress_factory and total else None
     with repo.lock():
@@ -507,25 +535,6 @@ def _bring(repo: Repo, conf, backend, state: RemoteState, wanted: dict[str, byte
 def _with_checkout(res: TransferResult, checkout_info: dict) -> TransferResult:
     import dataclasses
     return dataclasses.replace(res, checkout=checkout_info)
-
-
-def _check_records(plan: Plan) -> None:
-    """Every record fetched must hash to its id and decode: a tampered bundle is
-    never stored."""
-    for kind, ident, decode in (("commits", commit_id, decode_commit),
-                                ("trees", tree_id, decode_tree),
-                                ("files", file_id, decode_file)):
-        for oid, enc in plan.records[kind].items():
-            try:
-                ok = ident(enc) == oid
-                decode(enc)
-            except CorruptObject:
-                ok = False
-            if not ok:
-                raise RemoteCorrupt(
-                    f"{kind[:-1]} record {ObjectId(oid).short} from the remote does not "
-                    "match its id (tampered or damaged); nothing was stored",
-                    object_id=oid)
 
 
 # -- clone ----------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import MissingObject
-from ..records.model import Kind, ObjectId, decode_commit, decode_file, decode_tree
+from ..errors import CorruptObject, MissingObject, RemoteCorrupt
+from ..records.model import (
+    Kind, ObjectId, commit_id, decode_commit, decode_file, decode_tree, file_id, tree_id,
+)
 
 # get(kind, id) -> encoding or None; known(kind, id) -> whether the other side has it.
 # kind is one of "commits", "trees", "files".
@@ -93,3 +95,22 @@ def _need(get: Get, kind: str, oid: bytes, what: str) -> bytes:
         raise MissingObject(f"{what} {ObjectId(oid).short} is missing; run 'vfs fsck'",
                             object_id=oid)
     return raw
+
+
+def check_records(plan: Plan) -> None:
+    """Every commit, tree and file record received must hash to its id and decode
+    (``RemoteCorrupt`` naming it otherwise): a tampered bundle is never stored."""
+    for kind, ident, decode in (("commits", commit_id, decode_commit),
+                                ("trees", tree_id, decode_tree),
+                                ("files", file_id, decode_file)):
+        for oid, enc in plan.records[kind].items():
+            try:
+                ok = ident(enc) == oid
+                decode(enc)
+            except CorruptObject:
+                ok = False
+            if not ok:
+                raise RemoteCorrupt(
+                    f"{kind[:-1]} record {ObjectId(oid).short} from the remote does not "
+                    "match its id (tampered or damaged); nothing was stored",
+                    object_id=oid)

@@ -47,6 +47,7 @@ class RemoteState:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.index = Index(path, names=DBS)
+        self.was_reset = False   # the last sync started over (files had gone)
 
     def close(self) -> None:
         self.index.close()
@@ -81,7 +82,8 @@ class RemoteState:
         names = set(listed)
         with self.index.read() as txn:
             seen = {k.decode() for k in txn.keys("seen")}
-        if seen - names:          # consolidated by a remote gc: start over
+        self.was_reset = bool(seen - names)
+        if self.was_reset:        # consolidated by a remote gc: start over
             self._reset()
             seen = set()
         new = sorted(names - seen)
@@ -166,7 +168,12 @@ class _StateView:
         raw = self._txn.get("chunks", cid)
         return None if raw is None else decode_chunk_value(raw)
 
+    def records(self, kind: str):
+        """``(id, encoding)`` of every record of ``kind`` the remote holds."""
+        letter = KIND_LETTER[kind]
+        for k, v in self._txn.items("records", letter):
+            yield bytes(k[1:]), bytes(v)
+
     def runs(self):
         """``(run id, encoding)`` of every run record the remote holds."""
-        for k, v in self._txn.items("records", b"r"):
-            yield bytes(k[1:]), v
+        return self.records("runs")
