@@ -45,6 +45,12 @@ RANKS: dict[str, float] = {
     "repo": 3, "repo.mounts": 3, "repo.observe": 3.01, "repo.refs": 3.05,
     "repo.producers": 3.06, "repo.revisions": 3.1,
     "repo.repository": 3.2,
+    # remote/: a repository's versions on object storage; stores (a directory, any
+    # fsspec filesystem) and s3 are the primitives of one kind of store, lease the
+    # lock object, backend one remote root with retries and errors above them
+    "remote.stores": 3.22, "remote.s3": 3.23, "remote.lease": 3.24,
+    "remote.backend": 3.25,
+    "remote": 3.29,
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
     "workspace.scan": 3.5, "workspace.materialize": 3.6,

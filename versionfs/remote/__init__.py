@@ -1,0 +1,1 @@
+"""Remotes: a repository's versions on object storage reached through fsspec."""
