@@ -158,6 +158,11 @@ class Backend:
         self._stats_lock = threading.Lock()
         self._stats = {"requests": 0, "retries": 0, "bytes_read": 0, "bytes_written": 0}
 
+    @property
+    def store(self) -> RemoteStore:
+        """The primitives underneath (tests reach fakes and fault injection here)."""
+        return self._store
+
     def __repr__(self) -> str:
         return f"Backend({self.url!r}, cas={self.cas!r})"
 
