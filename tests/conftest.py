@@ -36,6 +36,18 @@
     ``request.node.callspec.params["storage"]``). The ``xfs`` case carries the ``xfs``
     marker.
 
+``s3_server``, ``s3_traffic``, ``s3_url``
+    A real S3-protocol server for the remote tests: moto's ``ThreadedMotoServer`` on
+    127.0.0.1 at a free port, started once per session in the test process and
+    stopped at the end (``s3_server`` is its endpoint URL). ``s3_traffic`` is its
+    ``tests/s3server.Traffic`` for the test: bytes sent in GET bodies, the requests
+    seen, ``fail_next``/``fail_fraction`` fault injection, ``auth_enforced()``;
+    counters and failures are cleared before and after each test. ``s3_url`` makes
+    a fresh bucket and gives ``(url, options)``: ``("s3://BUCKET/repo",
+    {"endpoint_url": ..., "key": "testing", "secret": "testing"})``; the bucket is
+    emptied and deleted afterwards. Dummy ``AWS_*`` variables (and no AWS config
+    files) are set for the session, for subprocesses too, so nothing reaches AWS.
+
 Every fixture cleans up in ``finally`` blocks, touching only what it created: its own
 mountpoint, its own loop device, its own image file.
 """
@@ -289,3 +301,74 @@ def small_fs(request) -> Path:
 @pytest.fixture(params=[pytest.param("xfs", marks=pytest.mark.xfs), "ext4"])
 def storage(request) -> Path:
     return request.getfixturevalue(f"{request.param}_dir")
+
+
+# -- a real S3 server (moto) ---------------------------------------------------------
+
+_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true"}
+_AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+              "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+@pytest.fixture(scope="session")
+def _s3_server_obj():
+    import logging
+
+    from s3server import S3Server
+    werkzeug_log = logging.getLogger("werkzeug")  # one line per request otherwise
+    old_level = werkzeug_log.level
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in _AWS_ENV.items():
+            mp.setenv(name, value)
+        for name in _AWS_UNSET:
+            mp.delenv(name, raising=False)
+        werkzeug_log.setLevel(logging.WARNING)
+        server = S3Server()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            werkzeug_log.setLevel(old_level)
+
+
+@pytest.fixture(scope="session")
+def s3_server(_s3_server_obj) -> str:
+    return _s3_server_obj.endpoint
+
+
+@pytest.fixture
+def s3_traffic(_s3_server_obj):
+    traffic = _s3_server_obj.traffic
+    traffic.stop_failing()
+    traffic.reset()
+    try:
+        yield traffic
+    finally:
+        traffic.stop_failing()
+        traffic.reset()
+
+
+_bucket_numbers = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def s3_url(s3_server, _s3_server_obj):
+    import boto3
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    bucket = f"vfs-test-{next(_bucket_numbers)}-{os.getpid()}"
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield (f"s3://{bucket}/repo",
+               {"endpoint_url": s3_server, "key": "testing", "secret": "testing"})
+    finally:
+        _s3_server_obj.traffic.stop_failing()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
+        client.close()

@@ -45,11 +45,18 @@ RANKS: dict[str, float] = {
     "repo": 3, "repo.mounts": 3, "repo.observe": 3.01, "repo.refs": 3.05,
     "repo.producers": 3.06, "repo.revisions": 3.1,
     "repo.repository": 3.2,
-    # remotes: one remote root through fsspec, the remote layout, its local state
-    "remote": 3.25, "remote.backend": 3.25, "remote.layout": 3.25, "remote.config": 3.25, "remote.plan": 3.25,
-    "remote.cache": 3.25,
+    # remote/: a repository's versions on object storage; stores (a directory, any
+    # fsspec filesystem) and s3 are the primitives of one kind of store, lease the
+    # lock object, backend one remote root with retries and errors above them; layout
+    # the names and encodings, state the local copy of a remote's index, plan what one
+    # side lacks, transfer the bytes, refs the compare-and-swap, lazy a Repo over a
+    # remote whose chunks are fetched on read into the disk cache (cache)
+    "remote.stores": 3.22, "remote.s3": 3.23, "remote.lease": 3.24,
+    "remote.backend": 3.25, "remote.layout": 3.25, "remote.config": 3.25,
+    "remote.plan": 3.25, "remote.cache": 3.25,
     "remote.state": 3.26, "remote.transfer": 3.27, "remote.refs": 3.27,
-    "remote.lazy": 3.28,  # a Repo over a remote: records copied, chunks fetched on read
+    "remote.lazy": 3.28,
+    "remote": 3.29,
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
     "workspace.scan": 3.5, "workspace.materialize": 3.6,

@@ -8,7 +8,8 @@ and an errno (used only by the FUSE adapter). Programming errors are deliberatel
 Besides the one-line message an error may carry structured fields for programs:
 ``op`` (the operation, e.g. ``"snapshot"``), ``path``, ``object_id`` (hex),
 ``cause`` (the underlying exception) and ``retryable`` (whether trying the same thing
-again may succeed: True for ``LockBusy``, ``FileChanged`` and ``RefChanged``).
+again may succeed: True for ``LockBusy``, ``FileChanged``, ``RefChanged``,
+``RemoteUnavailable`` and ``RemoteBusy``).
 ``to_dict()`` gives them all as JSON-ready values.
 Thread-safe: the classes hold no shared state.
 """
@@ -227,6 +228,62 @@ class RepositoryDamaged(VfsError):
     exit_code = 1
 
 
+class RemoteError(VfsError):
+    """A remote (object storage reached through fsspec) failed in a way no subclass
+    names; the message keeps the store's own reason."""
+
+    exit_code = 13
+    errno = _errno.EIO
+
+
+class RemoteUnavailable(RemoteError):
+    """The remote could not be reached: transient failures (connection, timeout,
+    HTTP 5xx, throttling) persisted through every retry."""
+
+    exit_code = 13
+    errno = _errno.EIO
+    retryable = True
+
+
+class RemoteMissing(RemoteError):
+    """An object the operation needs is absent on the remote."""
+
+    exit_code = 9
+    errno = _errno.EIO
+
+
+class RemoteCorrupt(RemoteError):
+    """A remote object is truncated, or its bytes do not match their name or hash."""
+
+    exit_code = 9
+    errno = _errno.EIO
+
+
+class RemoteBusy(RemoteError):
+    """Another process holds the remote's lock object (stores that ignore conditional
+    writes serialise ref updates with it)."""
+
+    exit_code = 6
+    errno = _errno.EBUSY
+    retryable = True
+
+
+class RemoteAuth(RemoteError):
+    """The remote refused the credentials (HTTP 401/403, a bad key or signature), or
+    a directory remote refused permission."""
+
+    exit_code = 11
+    errno = _errno.EACCES
+
+
+class RemoteInvalid(RemoteError):
+    """A remote URL cannot be used: malformed, an unknown protocol, the fsspec
+    implementation for it not installed, or its bucket does not exist."""
+
+    exit_code = 2
+    errno = _errno.EINVAL
+
+
 def from_oserror(exc: OSError, doing: str, *, op: str | None = None) -> VfsError:
     """Turn an ``OSError`` met while ``doing`` something into the matching VfsError.
 
@@ -253,51 +310,6 @@ def from_oserror(exc: OSError, doing: str, *, op: str | None = None) -> VfsError
         err.errno = exc.errno
     err.filename = filename
     return err
-
-
-# -- remotes (exit 13; a failed CAS or a rejected push is 6/7 like their local kin) ----
-
-
-class RemoteError(VfsError):
-    """Something went wrong talking to a remote (object storage through fsspec)."""
-
-    exit_code = 13
-    errno = _errno.EIO
-
-
-class RemoteMissing(RemoteError):
-    """An object the remote should hold is absent."""
-
-
-class RemoteUnavailable(RemoteError):
-    """The remote did not answer, or kept failing, after the retries."""
-
-    retryable = True
-
-
-class RemoteCorrupt(RemoteError):
-    """An object read from the remote is truncated or does not match its id."""
-
-
-class RemoteBusy(RemoteError):
-    """Another writer holds the remote's ref lock."""
-
-    exit_code = 6
-    errno = _errno.EBUSY
-    retryable = True
-
-
-class RemoteAuth(RemoteError):
-    """The remote refused our credentials."""
-
-    errno = _errno.EACCES
-
-
-class RemoteInvalid(RemoteError):
-    """A remote URL or option that cannot work (unknown protocol, missing package)."""
-
-    exit_code = 2
-    errno = _errno.EINVAL
 
 
 class RemoteRejected(RemoteError):
