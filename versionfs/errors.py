@@ -284,6 +284,14 @@ class RemoteInvalid(RemoteError):
     errno = _errno.EINVAL
 
 
+class RemoteRejected(RemoteError):
+    """A push that would drop commits the remote has (not a fast-forward), or move
+    a tag."""
+
+    exit_code = 7
+    errno = _errno.EBUSY
+
+
 def from_oserror(exc: OSError, doing: str, *, op: str | None = None) -> VfsError:
     """Turn an ``OSError`` met while ``doing`` something into the matching VfsError.
 
@@ -310,10 +318,3 @@ def from_oserror(exc: OSError, doing: str, *, op: str | None = None) -> VfsError
         err.errno = exc.errno
     err.filename = filename
     return err
-
-
-class RemoteRejected(RemoteError):
-    """A push that would drop commits the remote has (not a fast-forward)."""
-
-    exit_code = 7
-    errno = _errno.EBUSY
