@@ -45,8 +45,10 @@ RANKS: dict[str, float] = {
     "repo": 3, "repo.mounts": 3, "repo.observe": 3.01, "repo.refs": 3.05,
     "repo.producers": 3.06, "repo.revisions": 3.1,
     "repo.repository": 3.2,
-    # remotes: one remote root through fsspec, the remote layout, its local state
+    # remotes: one remote root through fsspec, the remote layout, its local state,
+    # the local disk chunk cache of fetched chunks
     "remote": 3.25, "remote.backend": 3.25, "remote.layout": 3.25, "remote.config": 3.25, "remote.plan": 3.25,
+    "remote.cache": 3.25,
     "remote.state": 3.26, "remote.transfer": 3.27, "remote.refs": 3.27,
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
