@@ -114,6 +114,8 @@ class ChunkDiskCache:
         self._pins: dict[bytes, int] = {}
         self._hits = self._misses = self._puts = self._evicted = 0
         self._since_scan = 0
+        self._scan_lock = threading.Lock()
+        self._dropped: set[bytes] | None = None  # deleted while a rescan walks
         self._reader = BlobReader(self, max_fds=max_fds)
         self._remove_leftovers()
         self.rescan()
@@ -150,22 +152,35 @@ class ChunkDiskCache:
 
     def rescan(self) -> None:
         """Learn the root's files afresh (other processes add and evict), ordered by
-        last use (mtime); chunks put meanwhile by this process stay the newest."""
-        found = sorted(self._walk())
-        with self._lock:
-            old = self._sizes
-            self._sizes = OrderedDict((cid, size) for _, cid, size in found)
-            for cid, size in old.items():
-                if cid not in self._sizes:  # put after the walk listed its directory
-                    self._sizes[cid] = size
-            self._bytes = sum(self._sizes.values())
-            self._since_scan = 0
+        last use (mtime); chunks put meanwhile by this process stay the newest, and
+        those it deleted meanwhile stay gone. One rescan at a time: a second caller
+        returns at once."""
+        if not self._scan_lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                self._dropped = set()
+            found = sorted(self._walk())
+            with self._lock:
+                dropped, self._dropped = self._dropped, None
+                old = self._sizes
+                self._sizes = OrderedDict((cid, size) for _, cid, size in found
+                                          if cid not in dropped)
+                for cid, size in old.items():
+                    if cid not in self._sizes:  # put after the walk listed its directory
+                        self._sizes[cid] = size
+                self._bytes = sum(self._sizes.values())
+                self._since_scan = 0
+        finally:
+            self._scan_lock.release()
 
-    def _forget(self, cid: bytes) -> None:
-        with self._lock:
-            size = self._sizes.pop(cid, None)
-            if size is not None:
-                self._bytes -= size
+    def _drop(self, cid: bytes) -> None:
+        """Take ``cid`` out of the tally (caller holds the lock)."""
+        size = self._sizes.pop(cid, None)
+        if size is not None:
+            self._bytes -= size
+        if self._dropped is not None:
+            self._dropped.add(cid)
 
     # -- reads ------------------------------------------------------------------------
     def locate(self, cid: bytes) -> ChunkLoc | None:
@@ -183,7 +198,8 @@ class ChunkDiskCache:
         except FileNotFoundError:
             with self._lock:
                 self._misses += 1
-            self._forget(cid)
+                if cid in self._sizes and not os.path.exists(path):  # not put meanwhile
+                    self._drop(cid)
             return None
         with self._lock:
             self._hits += 1
@@ -206,7 +222,8 @@ class ChunkDiskCache:
     def _discard(self, cid: bytes) -> None:
         """Forget a chunk whose file is gone or short, deleting what is left, so
         the next lookup misses and the reader fetches it again."""
-        self._forget(cid)
+        with self._lock:
+            self._drop(cid)
         self._reader.forget(BlobKind.CACHE, cid)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(fan_out(self._chunks, cid))
@@ -266,17 +283,17 @@ class ChunkDiskCache:
         bounds hold or nothing more may go."""
         free = self._free(self.root) if self.min_free else 0
         with self._lock:
-            victims = []
+            victims, total = [], self._bytes
             for cid, size in self._sizes.items():
-                if self._bytes <= self.max_bytes and free >= self.min_free:
+                if total <= self.max_bytes and free >= self.min_free:
                     break
                 if cid == keep or self._pins.get(cid):
                     continue
                 victims.append(cid)
-                self._bytes -= size
+                total -= size
                 free += size
             for cid in victims:
-                del self._sizes[cid]
+                self._drop(cid)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(fan_out(self._chunks, cid))
                 self._reader.forget(BlobKind.CACHE, cid)
