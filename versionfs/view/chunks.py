@@ -211,7 +211,7 @@ class Content:
 
     ``read_ahead`` is called after each read (under the view's lock): ``window`` is
     the size in bytes of the last batch asked for, ``mark`` its first chunk and
-    ``ahead`` the chunk after its last."""
+    ``ahead`` the chunk after its last; ``next_offset`` is where reading got to."""
 
     __slots__ = ("size", "chunks", "starts", "opens", "next_offset", "window", "mark",
                  "ahead")
@@ -230,13 +230,18 @@ class Content:
 
         A sequential read that reached the last batch (or overtook it) asks for the
         next one, twice as many bytes as the last (the first: one chunk), at most
-        ``cap`` bytes (and at least one chunk); a random access starts over."""
+        ``cap`` bytes (and at least one chunk). A random access starts over, and so
+        does a reader that went back by more than the last batch (a read only a
+        little behind is one of the kernel's read-ahead requests arriving late)."""
         if abs(offset - self.next_offset) > SEQUENTIAL_SLACK:
             self.next_offset, self.window, self.mark, self.ahead = end, 0, nxt, nxt
             return None
-        self.next_offset = max(self.next_offset, end)
-        if nxt - 1 < self.mark and self.ahead > nxt:
-            return None  # still short of the last batch
+        if offset + self.window < self.next_offset:  # went back: start over from here
+            self.next_offset, self.window, self.mark, self.ahead = end, 0, nxt, nxt
+        else:
+            self.next_offset = max(self.next_offset, end)
+            if nxt - 1 < self.mark and self.ahead > nxt:
+                return None  # still short of the last batch
         start, chunks = max(self.ahead, nxt), self.chunks
         if start >= len(chunks) or cap <= 0:
             return None
