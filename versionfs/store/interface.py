@@ -17,7 +17,8 @@ them) and ``pin``s one while it is read, so the cache it went to does not evict 
 
 ``reader.ChunkReader`` is the one read path on top of them (locate, fetch when a
 chunk exists but is not here, load, verify, re-locate after gc moved a chunk); the
-verbs, the mount and the Python API read through it. ``local.LocalStore`` implements both interfaces for a ``.vfs`` directory.
+verbs, the mount and the Python API read through it. ``local.LocalStore`` implements
+both interfaces for a ``.vfs`` directory.
 
 In the spirit of restic's ``internal/restic`` interfaces: the verbs depend on what
 a store does, not on LMDB or on files. Thread-safety: implementations say theirs.
