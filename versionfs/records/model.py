@@ -119,6 +119,9 @@ class FileRecord:
 class BlobKind(enum.IntEnum):
     OBJECT = 0  # objects/ab/cdef…: a whole-file clone (reflink) or copy
     PACK = 1    # packs/ab/cdef…: many chunks appended
+    # chunks/ab/cdef… of a disk chunk cache (remote.cache): one fetched chunk per file,
+    # named by the chunk id. Answered by a lazy store's locate, never written to an index.
+    CACHE = 2
 
 
 @dataclass(frozen=True, slots=True)

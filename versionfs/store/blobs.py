@@ -429,6 +429,16 @@ class BlobReader:
             if held.evicted and held.users == 0:
                 os.close(held.fd)
 
+    def forget(self, kind: BlobKind, blob: bytes) -> None:
+        """Close the cached fd of a blob that was deleted (once no read uses it),
+        so the deleted file's disk space is given back now, not at fd eviction."""
+        with self._lock:
+            held = self._fds.pop((kind, blob), None)
+            if held is not None:
+                held.evicted = True
+                if held.users == 0:
+                    os.close(held.fd)
+
     def pread(self, loc: ChunkLoc, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes of a chunk (or of a range inside it), unverified."""
         if length is None:

@@ -11,9 +11,14 @@ A repository's chunk bytes are reached through two facts kept apart:
   a load is a local, cheap read or a transfer), list them with their sizes, start a
   new pack (``new_pack``: a ``PackSink``), remove one.
 
-``reader.ChunkReader`` is the one read path on top of them (locate, load, verify,
-re-locate after gc moved a chunk); the verbs, the mount and the Python API read
-through it. ``local.LocalStore`` implements both interfaces for a ``.vfs`` directory.
+A third, optional interface serves a store whose chunks may exist without being
+here: a ``Fetcher`` brings chunks here (``fetch``: afterwards ``locate`` answers for
+them) and ``pin``s one while it is read, so the cache it went to does not evict it.
+
+``reader.ChunkReader`` is the one read path on top of them (locate, fetch when a
+chunk exists but is not here, load, verify, re-locate after gc moved a chunk); the
+verbs, the mount and the Python API read through it. ``local.LocalStore`` implements
+both interfaces for a ``.vfs`` directory.
 
 In the spirit of restic's ``internal/restic`` interfaces: the verbs depend on what
 a store does, not on LMDB or on files. Thread-safety: implementations say theirs.
@@ -89,6 +94,23 @@ class BlobStore(Protocol):
 
     def remove(self, kind: BlobKind, blob: bytes) -> int:
         """Delete a blob; returns the space it took (0 when it was absent)."""
+
+
+class Fetcher(Protocol):
+    """Brings chunks that exist elsewhere (a remote) here, where ``locate`` finds them.
+
+    ``fetch`` may be called from several threads at once, also for the same chunk
+    (a read and a read-ahead meeting): an implementation should transfer each chunk
+    once and let the second caller wait for it.
+    """
+
+    def fetch(self, cids: list[bytes]) -> None:
+        """Bring every chunk of ``cids`` here (as few requests as it can: neighbours
+        in one range); returns when all are here. A ``VfsError`` when it cannot
+        (``MissingObject`` for a chunk the remote does not have)."""
+
+    def pin(self, cid: bytes) -> AbstractContextManager[None]:
+        """While held, chunk ``cid`` (here, or about to be fetched) is not evicted."""
 
 
 class Store(ChunkIndex, BlobStore, Protocol):

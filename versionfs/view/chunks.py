@@ -1,6 +1,14 @@
 """Chunk bytes for reads: a bounded cache of verified chunks, one load per chunk,
 read-ahead, and ranges of chunks already verified (or not to be verified).
 
+Read-ahead is a window per open file (``Content.read_ahead``) that starts at one
+chunk, doubles each time a sequential reader reaches the last batch asked for, up to
+a maximum, and starts over on a random access (as mountpoint-s3 and Linux readahead
+do). For a local repository each chunk of a batch is loaded (read and verified) on
+its own background job; when chunks must be fetched from a remote (the reader has a
+fetcher) the whole batch is one job, ``ChunkReader.fetch_ahead``, so the fetcher can
+ask for neighbouring chunks in one request.
+
 Every byte comes through the repository's one read path (``store.reader``), so a
 chunk that ``vfs gc`` moves to a new pack while the mount serves it is found again
 there: a remembered location whose blob has gone is forgotten and the chunk loaded
@@ -11,14 +19,21 @@ Thread-safety: ``ChunkCache`` may be used by any number of threads at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from ..errors import VfsError
 from ..records.model import ChunkLoc, ChunkRef
 from ..repo.repository import Repo
 
 VERIFY_MODES = ("chunk", "off")
+# Reads this close to where the last one ended count as sequential: the kernel's
+# readahead requests arrive a little out of order.
+SEQUENTIAL_SLACK = 8 << 20
+
+log = logging.getLogger(__name__)
 
 
 class ChunkCache:
@@ -45,6 +60,8 @@ class ChunkCache:
         self._loading: dict[bytes, Future] = {}
         self._verified: dict[bytes, ChunkLoc] = {}  # oldest first
         self._lock = threading.Lock()
+        self._fetching: set[bytes] = set()  # asked of the fetcher, not yet here
+        self._jobs: set[Future] = set()
         self._pool = ThreadPoolExecutor(workers, "vfs-prefetch") if workers else None
         self.loads = 0
 
@@ -92,8 +109,12 @@ class ChunkCache:
         return data
 
     def prefetch(self, refs) -> None:
-        """Start loading ``refs`` in background; returns at once."""
+        """Start loading ``refs`` in background (or, when the reader fetches from a
+        remote, fetching them all in one job); returns at once."""
         if self._pool is None:
+            return
+        if self.repo.reader.fetcher is not None:
+            self._fetch_ahead(refs)
             return
         for ref in refs:
             with self._lock:
@@ -106,6 +127,46 @@ class ChunkCache:
             except RuntimeError:  # closing: whoever waits loads it, or gets the error
                 self._abandon(ref.id, fut)
                 return
+
+    def _fetch_ahead(self, refs) -> None:
+        with self._lock:
+            ids = [r.id for r in refs if r.id not in self._data and
+                   r.id not in self._loading and r.id not in self._fetching]
+            self._fetching.update(ids)
+        if not ids:
+            return
+        try:
+            job = self._pool.submit(self._fetch_job, ids)
+        except RuntimeError:  # closing
+            self._fetched(ids)
+            return
+        with self._lock:
+            self._jobs.add(job)
+        job.add_done_callback(self._job_done)
+
+    def _fetch_job(self, ids: list[bytes]) -> None:
+        try:
+            self.repo.reader.fetch_ahead(ids)
+        except VfsError as exc:  # the read that needs a chunk fetches it and says why
+            log.debug("read-ahead of %d chunks failed: %s", len(ids), exc)
+        finally:
+            self._fetched(ids)
+
+    def _fetched(self, ids: list[bytes]) -> None:
+        with self._lock:
+            self._fetching.difference_update(ids)
+
+    def _job_done(self, job: Future) -> None:
+        with self._lock:
+            self._jobs.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.error("read-ahead failed", exc_info=job.exception())
+
+    def wait_idle(self) -> None:
+        """Return once every read-ahead started so far has finished."""
+        with self._lock:
+            jobs = list(self._jobs) + list(self._loading.values())
+        wait(jobs)
 
     def _load(self, cid: bytes, fut: Future) -> None:
         try:
@@ -146,13 +207,48 @@ class ChunkCache:
 
 
 class Content:
-    """The chunks of an open file and where each starts."""
+    """The chunks of an open file, where each starts, and its read-ahead window.
 
-    __slots__ = ("size", "chunks", "starts", "opens", "next_offset")
+    ``read_ahead`` is called after each read (under the view's lock): ``window`` is
+    the size in bytes of the last batch asked for, ``mark`` its first chunk and
+    ``ahead`` the chunk after its last; ``next_offset`` is where reading got to."""
+
+    __slots__ = ("size", "chunks", "starts", "opens", "next_offset", "window", "mark",
+                 "ahead")
 
     def __init__(self, size: int, chunks: tuple[ChunkRef, ...]):
         self.size, self.chunks, self.opens, self.next_offset = size, chunks, 0, -1
+        self.window = self.mark = self.ahead = 0
         self.starts, pos = [], 0
         for c in chunks:
             self.starts.append(pos)
             pos += c.length
+
+    def read_ahead(self, offset: int, end: int, nxt: int, cap: int) -> tuple[int, int] | None:
+        """After a read of ``[offset, end)`` whose next chunk is ``nxt``: the chunks
+        ``[start, stop)`` to load ahead now, or None.
+
+        A sequential read that reached the last batch (or overtook it) asks for the
+        next one, twice as many bytes as the last (the first: one chunk), at most
+        ``cap`` bytes (and at least one chunk). A random access starts over, and so
+        does a reader that went back by more than the last batch (a read only a
+        little behind is one of the kernel's read-ahead requests arriving late)."""
+        if abs(offset - self.next_offset) > SEQUENTIAL_SLACK:
+            self.next_offset, self.window, self.mark, self.ahead = end, 0, nxt, nxt
+            return None
+        if offset + self.window < self.next_offset:  # went back: start over from here
+            self.next_offset, self.window, self.mark, self.ahead = end, 0, nxt, nxt
+        else:
+            self.next_offset = max(self.next_offset, end)
+            if nxt - 1 < self.mark and self.ahead > nxt:
+                return None  # still short of the last batch
+        start, chunks = max(self.ahead, nxt), self.chunks
+        if start >= len(chunks) or cap <= 0:
+            return None
+        self.window = min(2 * self.window if self.window else chunks[start].length, cap)
+        stop, total = start, 0
+        while stop < len(chunks) and total < self.window:
+            total += chunks[stop].length
+            stop += 1
+        self.mark, self.ahead = start, stop
+        return start, stop

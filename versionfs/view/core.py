@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from ..errors import MissingObject, NoSuchAttribute, NotADirectory, PathNotFound, VfsError
+from ..records.chunking import AVG_SIZE
 from ..records.hashing import hash_bytes
 from ..records.model import Commit, Kind, ObjectId, TreeEntry
 from ..repo import producers
@@ -33,7 +34,8 @@ _FILE_BIT = 1 << 62          # file and symlink inodes have it; directories neve
 _IDX_BITS = 32               # a locator is (directory inode << 32) | entry index
 _IDX_MASK = (1 << _IDX_BITS) - 1
 _XATTR_PREFIX = b"user.versionfs."
-_SEQUENTIAL_SLACK = 8 << 20
+REMOTE_PREFETCH = 64 << 20  # mountpoint-s3 and hf-mount grow theirs to 64-128 MiB
+LOCAL_PREFETCH = 2 * AVG_SIZE  # two chunks: 4 or 8 measured no faster
 _KIND_DIR = int(Kind.DIR)
 
 
@@ -70,13 +72,13 @@ class View:
     """
 
     def __init__(self, repo: Repo, rev: str | None = None, *, cache_bytes: int = 64 << 20,
-                 tree_cache_entries: int = 150_000, prefetch_chunks: int = 2,
+                 tree_cache_entries: int = 150_000, prefetch_bytes: int | None = None,
                  prefetch_workers: int = 2, verify: str = "chunk"):
         self.repo = repo
         self.rev = rev
         self.commit_id = repo.resolve(rev) if rev is not None else None
         self.chunks = ChunkCache(repo, cache_bytes, prefetch_workers, verify=verify)
-        self.prefetch_chunks = prefetch_chunks if verify != "off" else 0
+        self.prefetch_bytes = self._prefetch_bytes(prefetch_bytes, verify)
         self._trees = TreeCache(repo, tree_cache_entries)
         self._lock = threading.RLock()
         self._files = FileTable()
@@ -95,6 +97,18 @@ class View:
         root.parent = root.ino
         root.pins = 1  # the root never goes away
         self._dirs[ROOT_INO] = root
+
+    def _prefetch_bytes(self, wanted: int | None, verify: str) -> int:
+        """The largest read-ahead batch: ``wanted``, else 64 MiB when chunks are
+        fetched from a remote, else two average chunks (more measured no faster
+        locally: docs/benchmarks.md). Unfetched, ``verify="off"`` reads ranges
+        straight from their blobs and loads nothing ahead."""
+        fetches = self.repo.reader.fetcher is not None
+        if not fetches and verify == "off":
+            return 0
+        if wanted is not None:
+            return wanted
+        return REMOTE_PREFETCH if fetches else LOCAL_PREFETCH
 
     def close(self) -> None:
         self.chunks.close()
@@ -415,11 +429,11 @@ class View:
                              memoryview(cache.get(ref))[pos - start: stop])
             pos = start + stop
             i += 1
-        # a sequential reader (the kernel's readahead requests arrive a little out
-        # of order) gets the next chunks loaded while it consumes these
-        if self.prefetch_chunks and abs(offset - c.next_offset) <= _SEQUENTIAL_SLACK:
-            cache.prefetch(c.chunks[i: i + self.prefetch_chunks])
-        c.next_offset = max(c.next_offset, end)
+        # a sequential reader gets the next chunks loaded while it consumes these
+        with self._lock:
+            batch = c.read_ahead(offset, end, i, self.prefetch_bytes)
+        if batch is not None:
+            cache.prefetch(c.chunks[batch[0]: batch[1]])
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def place(self, ino: int) -> tuple[int, int, bool]:
