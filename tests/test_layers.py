@@ -48,6 +48,7 @@ RANKS: dict[str, float] = {
     # remotes: one remote root through fsspec, the remote layout, its local state
     "remote": 3.25, "remote.backend": 3.25, "remote.layout": 3.25, "remote.config": 3.25, "remote.plan": 3.25,
     "remote.state": 3.26, "remote.transfer": 3.27, "remote.refs": 3.27,
+    "remote.lazy": 3.28,  # the lazily filled store of a remote version (lead)
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
     "workspace.scan": 3.5, "workspace.materialize": 3.6,
@@ -70,6 +71,10 @@ RANKS: dict[str, float] = {
     "view.records": 5, "view.tables": 5.1, "view.chunks": 5.1, "view.observe": 5.1,
     "view.core": 5.2,
     "view": 5.3,
+    # fsspec/: versionfs:// for fsspec users (pandas, pyarrow), above view/ to share
+    # its verified chunk cache; errors and URLs < open repositories < files < the fs
+    "fsspec.oserrors": 5.4, "fsspec.urls": 5.4, "fsspec.opened": 5.42,
+    "fsspec.files": 5.44, "fsspec.filesystem": 5.46, "fsspec": 5.5,
     # fuse/: the pyfuse3 adapter and the mount's life
     "fuse": 6, "fuse.request": 6, "fuse.ops": 6, "fuse.control": 6,
     "fuse.serve": 6.1, "fuse.mount": 6.2,
