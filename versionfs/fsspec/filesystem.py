@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import weakref
 from collections.abc import Iterator
@@ -60,6 +61,23 @@ def _entry_info(name: str, e: TreeEntry) -> dict:
     return info
 
 
+def _open_repo(key: str, *, verify: str, options: dict, cache_dir: str | None,
+               cache_size: int | None) -> OpenedRepo:
+    """Open the repository of a pool key (see ``VersionFileSystem._key``)."""
+    if key.startswith("local:"):
+        return OpenedRepo(Repo.open_repo(key[len("local:"):]), verify=verify)
+    try:
+        from ..remote.lazy import open_remote
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("versionfs.remote", "versionfs.remote.lazy"):
+            raise
+        raise UsageError(
+            f"remote repositories ({key}) cannot be read through versionfs:// by this "
+            "versionfs yet (no lazy remote store); clone it and use its local path"
+        ) from None
+    return OpenedRepo(open_remote(key, options, cache_dir, cache_size), verify=verify)
+
+
 class VersionFileSystem(AbstractFileSystem):
     """Read-only access to the versions of versionfs repositories (module docstring)."""
 
@@ -80,7 +98,10 @@ class VersionFileSystem(AbstractFileSystem):
         self.repo, self.rev, self.verify = repo, rev, verify
         self.remote_options = dict(remote_options or {})
         self.cache_dir, self.cache_size = cache_dir, cache_size
-        self._pool = RepoPool(self._open_repo, MAX_OPEN)
+        # the pool must not refer to self, or the finalizer would keep self alive
+        opener = functools.partial(_open_repo, verify=verify, options=self.remote_options,
+                                   cache_dir=cache_dir, cache_size=cache_size)
+        self._pool = RepoPool(opener, MAX_OPEN)
         self._finalizer = weakref.finalize(self, self._pool.close)
 
     # -- repositories ------------------------------------------------------------
@@ -93,23 +114,6 @@ class VersionFileSystem(AbstractFileSystem):
     @staticmethod
     def _key(url: VersionUrl) -> str:
         return url.repo if url.remote else "local:" + os.path.realpath(url.repo)
-
-    def _open_repo(self, key: str) -> OpenedRepo:
-        if key.startswith("local:"):
-            return OpenedRepo(Repo.open_repo(key[len("local:"):]), verify=self.verify)
-        return OpenedRepo(self._open_remote(key), verify=self.verify)
-
-    def _open_remote(self, url: str) -> Repo:
-        try:
-            from ..remote.lazy import open_remote
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("versionfs.remote", "versionfs.remote.lazy"):
-                raise
-            raise UsageError(
-                f"remote repositories ({url}) cannot be read through versionfs:// by "
-                "this versionfs yet (no lazy remote store); clone it and use its local "
-                "path") from None
-        return open_remote(url, self.remote_options, self.cache_dir, self.cache_size)
 
     @contextlib.contextmanager
     def _using(self, path: str) -> Iterator[tuple[VersionUrl, OpenedRepo, ObjectId]]:
@@ -178,10 +182,10 @@ class VersionFileSystem(AbstractFileSystem):
               cache_options=None, **kwargs):
         if mode != "rb":
             raise read_only()
-        url = self._url(path)
         opened = None
         try:
             with translated():
+                url = self._url(path)
                 opened = self._pool.lease(self._key(url))
                 cid = opened.commit(url.rev)
                 content = opened.content(opened.lookup(cid, url.path), url.path)
