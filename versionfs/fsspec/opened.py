@@ -32,6 +32,10 @@ from ..view.chunks import ChunkCache, Content
 
 MAX_LINKS = 40            # symbolic links followed in one lookup (Linux's limit)
 MEMORY_CACHE = 64 << 20   # verified chunks kept in memory per repository (as a mount)
+# chunks of a long read loaded (read, verified) ahead on threads. A 256 MiB file in
+# the page cache, best of 5: 1 MiB reads of fs.open 0.171 s with none, 0.113 s with 2
+# (Repo.open: 0.105 s); one cat_file of it 0.37 s -> 0.28 s
+READ_AHEAD = 2
 
 
 class LinkOutside(PathNotFound):
@@ -44,7 +48,7 @@ class OpenedRepo:
 
     def __init__(self, repo: Repo, *, verify: str = "chunk"):
         self.repo = repo
-        self.cache = ChunkCache(repo, MEMORY_CACHE, workers=0, verify=verify)
+        self.cache = ChunkCache(repo, MEMORY_CACHE, workers=READ_AHEAD, verify=verify)
         self.leases = 0
 
     def close(self) -> None:
@@ -114,6 +118,8 @@ class OpenedRepo:
         parts, pos, cache = [], start, self.cache
         while pos < end:
             first, ref = content.starts[i], content.chunks[i]
+            if end - first > ref.length:  # more chunks to come: load them meanwhile
+                cache.prefetch(_until(content, i + 1, end, READ_AHEAD))
             lo, hi = pos - first, min(end - first, ref.length)
             data = cache.peek(ref)
             part = None if data is not None else cache.read_range(ref, lo, hi - lo)
@@ -123,6 +129,12 @@ class OpenedRepo:
             parts.append(part)
             pos, i = first + hi, i + 1
         return b"".join(parts)
+
+
+def _until(content: Content, i: int, end: int, n: int):
+    """Up to ``n`` chunks from the ``i``-th that start before ``end``."""
+    stop = bisect.bisect_left(content.starts, end, i, min(i + n, len(content.starts)))
+    return content.chunks[i:stop]
 
 
 class RepoPool:
