@@ -88,13 +88,7 @@ class OpenedRepo:
                                    "ls its parent to see what it has")
             if entry.kind is Kind.SYMLINK and (pending or follow):
                 hops += 1
-                target = os.fsdecode(entry.target)
-                if target.startswith("/") or hops > MAX_LINKS:
-                    why = "points outside" if hops <= MAX_LINKS else "loops in"
-                    raise LinkOutside(f"symbolic link {part!r} (-> {target}) in {path!r} "
-                                      f"{why} version {cid.short}; only links inside "
-                                      "a version are followed")
-                pending.extend(target.split("/")[::-1])
+                pending.extend(_link_parts(entry, hops, path, cid))
                 continue
             dirs.append(entry)
         return dirs[-1]
@@ -135,6 +129,17 @@ def _until(content: Content, i: int, end: int, n: int):
     """Up to ``n`` chunks from the ``i``-th that start before ``end``."""
     stop = bisect.bisect_left(content.starts, end, i, min(i + n, len(content.starts)))
     return content.chunks[i:stop]
+
+
+def _link_parts(link: TreeEntry, hops: int, path: str, cid: ObjectId) -> list[str]:
+    """The parts of a relative link's target, last first (to push on the stack)."""
+    target = os.fsdecode(link.target)
+    if target.startswith("/") or hops > MAX_LINKS:
+        why = "points outside" if hops <= MAX_LINKS else "loops in"
+        raise LinkOutside(f"symbolic link {link.name!r} (-> {target}) in {path!r} "
+                          f"{why} version {cid.short}; only links inside a version "
+                          "are followed")
+    return target.split("/")[::-1]
 
 
 class RepoPool:
