@@ -511,3 +511,17 @@ def test_the_docs_example_runs_as_written(metadata, tmp_path):
     printed = [line.split("#")[1].strip() for line in blocks[1][1].splitlines()
                if line.strip().startswith("print(") and "#" in line]
     assert p.stdout.splitlines() == printed
+
+
+def test_a_link_loop_is_an_error(tmp_path):
+    ws = tmp_path / "loop"
+    repo = Repo.init(str(ws))
+    os.symlink("b", ws / "a")
+    os.symlink("a", ws / "b")
+    _snap(repo, "loop", "v1")
+    repo.close()
+    fs = fsspec.filesystem("versionfs", repo=str(ws), rev="v1")
+    assert fs.info("a")["type"] == "link"
+    with pytest.raises(FileNotFoundError) as got:
+        fs.cat("a")
+    assert "symbolic link 'a' (-> b) in 'a' loops in version" in _one_line(got.value)
