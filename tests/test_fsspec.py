@@ -447,7 +447,7 @@ def test_reads_a_version_of_a_remote(versions, cli, tmp_path):
     remote = tmp_path / "remote"
     remote.mkdir()
     cli("remote", "add", "origin", f"file://{remote}", cwd=versions.ws)
-    cli("push", "origin", cwd=versions.ws)
+    cli("push", "origin", "--all", cwd=versions.ws)
     cache = tmp_path / "cache"
     url = f"versionfs://file://{remote}@v1/data/train.csv"
     opts = {"cache_dir": str(cache), "cache_size": 64 << 20}
