@@ -79,6 +79,10 @@ RANKS: dict[str, float] = {
     "view.records": 5, "view.tables": 5.1, "view.chunks": 5.1, "view.observe": 5.1,
     "view.core": 5.2,
     "view": 5.3,
+    # fsspec/: versionfs:// for fsspec users (pandas, pyarrow), above view/ to share
+    # its verified chunk cache; errors and URLs < open repositories < files < the fs
+    "fsspec.oserrors": 5.4, "fsspec.urls": 5.4, "fsspec.opened": 5.42,
+    "fsspec.files": 5.44, "fsspec.filesystem": 5.46, "fsspec": 5.5,
     # fuse/: the pyfuse3 adapter and the mount's life
     "fuse": 6, "fuse.request": 6, "fuse.ops": 6, "fuse.control": 6,
     "fuse.serve": 6.1, "fuse.mount": 6.2,

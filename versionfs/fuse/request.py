@@ -1,4 +1,5 @@
-"""A mount request: parse ``REPO[@REV]``, check everything, and say what to serve.
+"""A mount request: parse ``REPO[@REV]`` (``repo.revisions.parse_spec``), check
+everything, and say what to serve.
 
 ``prepare`` checks what a user can get wrong (mountpoint, FUSE, repository, revision)
 with one-line ``VfsError``s before anything is mounted; the checked ``MountRequest``
@@ -7,12 +8,12 @@ travels to the daemon as JSON. Imports neither pyfuse3 nor trio. Thread-safe.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..remote.lazy import is_remote_url, open_remote
 from ..repo import mounts
+from ..repo.revisions import parse_spec
 from ..repo.repository import Repo
 
 
@@ -27,19 +28,6 @@ class MountRequest:
     verify: str = "chunk"  # "off": no BLAKE3 check of what is read (docs/mount.md)
     # a remote repository read lazily: {"options": {...}, "cache_dir": ..., "cache_size": ...}
     remote: dict | None = None
-
-
-def parse_spec(spec: str, default_repo: str = ".") -> tuple[str, str | None]:
-    """``REPO[@REV]`` → ``(repo, rev)``: split at the last ``@`` whose right part is
-    non-empty and has no ``/``, unless the whole spec names an existing directory
-    and the left part does not (a repository path may contain ``@``)."""
-    for i in range(len(spec) - 1, -1, -1):
-        if spec[i] == "@" and spec[i + 1:] and "/" not in spec[i + 1:]:
-            repo, rev = spec[:i] or default_repo, spec[i + 1:]
-            if os.path.isdir(spec) and not os.path.isdir(repo):
-                return spec, None
-            return repo, rev
-    return spec or default_repo, None
 
 
 def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=False,

@@ -74,15 +74,28 @@ def _write_config(path: str, params: ChunkParams) -> None:
     os.rename(tmp, path)
 
 
-def find_repo_dir(start: str) -> tuple[str, str | None]:
-    """``(vfs_dir, workspace)`` for ``start`` or its nearest parent holding one.
-
-    A bare repository has no workspace (None).
-    """
-    path = os.path.abspath(start)
+def repo_at(path: str) -> tuple[str, str | None] | None:
+    """``(vfs_dir, workspace)`` when ``path`` itself is a bare repository or a
+    workspace (not a parent of one), else None."""
+    path = os.path.abspath(path)
     if os.path.isfile(os.path.join(path, "config.toml")) and \
             os.path.isdir(os.path.join(path, "index.lmdb")):
         return path, None
+    cand = os.path.join(path, VFS_DIR)
+    if os.path.isfile(os.path.join(cand, "config.toml")):
+        return cand, path
+    return None
+
+
+def find_repo_dir(start: str) -> tuple[str, str | None]:
+    """``(vfs_dir, workspace)`` for ``start`` or its nearest parent holding one.
+
+    A bare repository has no workspace (None); only ``start`` itself may be bare.
+    """
+    path = os.path.abspath(start)
+    found = repo_at(path)
+    if found is not None:
+        return found
     probe = path
     while True:
         cand = os.path.join(probe, VFS_DIR)
