@@ -430,19 +430,6 @@ def test_url_grammar(tmp_path, monkeypatch):
     assert (u.repo, u.rev, u.path, u.remote) == ("memory://store", None, "", True)
 
 
-def test_a_remote_url_is_a_clear_error_until_the_lazy_store_exists(versions):
-    try:
-        import versionfs.remote.lazy  # noqa: F401
-    except ModuleNotFoundError:
-        pass
-    else:
-        pytest.skip("the lazy remote store exists: see the test below")
-    with pytest.raises(OSError) as got:
-        fsspec.filesystem("versionfs").cat("s3://bucket/repo@v1/x.csv")
-    assert "remote repositories (s3://bucket/repo) cannot be read" in _one_line(got.value)
-
-
-@pytest.mark.xfail(strict=True, reason="lazy remote store not merged yet")
 def test_reads_a_version_of_a_remote(versions, cli, tmp_path):
     remote = tmp_path / "remote"
     remote.mkdir()

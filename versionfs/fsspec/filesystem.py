@@ -42,6 +42,7 @@ from fsspec.spec import AbstractFileSystem
 
 from ..errors import UsageError
 from ..records.model import Kind, ObjectId, TreeEntry
+from ..remote.lazy import open_remote
 from ..repo.repository import Repo
 from ..view.chunks import VERIFY_MODES
 from .files import VersionFile
@@ -66,15 +67,6 @@ def _open_repo(key: str, *, verify: str, options: dict, cache_dir: str | None,
     """Open the repository of a pool key (see ``VersionFileSystem._key``)."""
     if key.startswith("local:"):
         return OpenedRepo(Repo.open_repo(key[len("local:"):]), verify=verify)
-    try:
-        from ..remote.lazy import open_remote
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("versionfs.remote", "versionfs.remote.lazy"):
-            raise
-        raise UsageError(
-            f"remote repositories ({key}) cannot be read through versionfs:// by this "
-            "versionfs yet (no lazy remote store); clone it and use its local path"
-        ) from None
     return OpenedRepo(open_remote(key, options, cache_dir, cache_size), verify=verify)
 
 
