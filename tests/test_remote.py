@@ -26,6 +26,33 @@ def remote_dir(tmp_path) -> str:
     return str(tmp_path / "remote")
 
 
+_memory_names = iter(range(1 << 30))
+
+
+@pytest.fixture(params=["dir", "memory", "s3"])
+def remote(request, tmp_path):
+    """``(url, options)`` of a fresh remote of each kind: the same flows run on a
+    directory, fsspec's memory:// and S3 (moto's server on loopback)."""
+    if request.param == "dir":
+        yield str(tmp_path / "remote"), {}
+    elif request.param == "memory":
+        name = f"memory://vfs-test-{os.getpid()}-{next(_memory_names)}"
+        yield name, {}
+        import fsspec
+        fs = fsspec.filesystem("memory")
+        if fs.exists(name[len("memory://"):]):
+            fs.rm(name[len("memory://"):], recursive=True)
+    else:
+        url, options = request.getfixturevalue("s3_url")
+        yield url, {"endpoint_url": options["endpoint_url"]}
+
+
+def _listing(remote, prefix: str) -> list[str]:
+    url, options = remote
+    with Backend(url, options) as b:
+        return [n for n, _ in b.list(prefix)]
+
+
 def _ws_repo(path: Path) -> Repo:
     return make_repo(path)
 
@@ -40,59 +67,59 @@ def _assert_clean(repo: Repo) -> None:
     assert rep.ok, rep.problems
 
 
-def test_push_clone_round_trip(tmp_path, remote_dir):
+def test_push_clone_round_trip(tmp_path, remote):
     a = _ws_repo(tmp_path / "a")
     write(tmp_path / "a", "data/big.bin", os.urandom(300_000))
     write(tmp_path / "a", "data/small.txt", "hello")
     write(tmp_path / "a", "notes.md", "# notes")
     c1 = snap(a, "one")
-    ops_remote.add_remote(a, "origin", remote_dir)
+    ops_remote.add_remote(a, "origin", *remote)
     res = ops_remote.push(a)
     assert [u.status for u in res.refs] == ["created"]
     assert res.chunks > 3 and res.bytes >= 300_005
-    b = _clone(remote_dir, tmp_path / "b")
+    b = _clone(remote[0], tmp_path / "b", options=remote[1])
     assert read_workspace(tmp_path / "b") == read_workspace(tmp_path / "a")
     assert b.resolve("main") == c1 and b.resolve("origin/main") == c1
     assert b.params == SMALL          # the clone takes the remote's chunking
     _assert_clean(b)
 
 
-def test_push_with_nothing_new_moves_nothing(tmp_path, remote_dir):
+def test_push_with_nothing_new_moves_nothing(tmp_path, remote):
     a = _ws_repo(tmp_path / "a")
     write(tmp_path / "a", "f.bin", os.urandom(200_000))
     snap(a, "one")
-    ops_remote.add_remote(a, "origin", remote_dir)
+    ops_remote.add_remote(a, "origin", *remote)
     ops_remote.push(a)
-    before = sorted(p for p in Path(remote_dir).rglob("*") if p.is_file())
+    before = _listing(remote, "")
     res = ops_remote.push(a)
     assert (res.chunks, res.records, res.bytes) == (0, 0, 0)
     assert [u.status for u in res.refs] == ["up to date"]
-    assert sorted(p for p in Path(remote_dir).rglob("*") if p.is_file()) == before
+    assert _listing(remote, "") == before
 
 
-def test_second_version_sends_only_changed_chunks(tmp_path, remote_dir):
+def test_second_version_sends_only_changed_chunks(tmp_path, remote):
     a = _ws_repo(tmp_path / "a")
     base = os.urandom(1_000_000)
     write(tmp_path / "a", "big.bin", base)
     snap(a, "v1")
-    ops_remote.add_remote(a, "origin", remote_dir)
+    ops_remote.add_remote(a, "origin", *remote)
     first = ops_remote.push(a)
     write(tmp_path / "a", "big.bin", base + os.urandom(20_000))   # an append
     snap(a, "v2")
     second = ops_remote.push(a)
     # the append changes the last chunk or two (<= 2 * max chunk 64 KiB + 20 KB)
     assert second.bytes <= 2 * SMALL.max_size + 20_000 < first.bytes
-    b = _clone(remote_dir, tmp_path / "b")
+    b = _clone(remote[0], tmp_path / "b", options=remote[1])
     assert (tmp_path / "b" / "big.bin").read_bytes() == base + (tmp_path / "a" / "big.bin").read_bytes()[1_000_000:]
 
 
-def test_pull_fast_forwards_branch_and_workspace(tmp_path, remote_dir):
+def test_pull_fast_forwards_branch_and_workspace(tmp_path, remote):
     a = _ws_repo(tmp_path / "a")
     write(tmp_path / "a", "x.txt", "1")
     snap(a, "one")
-    ops_remote.add_remote(a, "origin", remote_dir)
+    ops_remote.add_remote(a, "origin", *remote)
     ops_remote.push(a)
-    b = _clone(remote_dir, tmp_path / "b")
+    b = _clone(remote[0], tmp_path / "b", options=remote[1])
     write(tmp_path / "a", "x.txt", "2")
     write(tmp_path / "a", "y/z.txt", "new")
     c2 = snap(a, "two")
@@ -105,23 +132,23 @@ def test_pull_fast_forwards_branch_and_workspace(tmp_path, remote_dir):
     _assert_clean(b)
 
 
-def test_diverged_push_and_pull_are_refused(tmp_path, remote_dir):
+def test_diverged_push_and_pull_are_refused(tmp_path, remote):
     a = _ws_repo(tmp_path / "a")
     write(tmp_path / "a", "x.txt", "1")
     snap(a, "one")
-    ops_remote.add_remote(a, "origin", remote_dir)
+    ops_remote.add_remote(a, "origin", *remote)
     ops_remote.push(a)
-    b = _clone(remote_dir, tmp_path / "b")
+    b = _clone(remote[0], tmp_path / "b", options=remote[1])
     write(tmp_path / "a", "x.txt", "a")
     ca = snap(a, "a2")
     ops_remote.push(a)
     write(tmp_path / "b", "x.txt", "b")
     cb = snap(b, "b2")
-    packs_before = sorted(Path(remote_dir, "packs").rglob("*"))
+    packs_before = _listing(remote, "packs/")
     with pytest.raises(RemoteRejected, match="pull"):
         ops_remote.push(b)
     # refused before anything was uploaded
-    assert sorted(Path(remote_dir, "packs").rglob("*")) == packs_before
+    assert _listing(remote, "packs/") == packs_before
     with pytest.raises(RemoteRejected, match="diverged"):
         ops_remote.pull(b)
     assert b.resolve("main") == cb
@@ -133,13 +160,13 @@ def test_diverged_push_and_pull_are_refused(tmp_path, remote_dir):
     assert a.resolve("main") == ca
 
 
-def test_tags_do_not_move_without_force(tmp_path, remote_dir):
+def test_tags_do_not_move_without_force(tmp_path, remote):
     a = _ws_repo(tmp_path / "a")
     write(tmp_path / "a", "x.txt", "1")
     snap(a, "one")
     from versionfs.ops import refs as ops_refs
     ops_refs.create(a, "tag", "v1")
-    ops_remote.add_remote(a, "origin", remote_dir)
+    ops_remote.add_remote(a, "origin", *remote)
     ops_remote.push(a, all_refs=True)
     write(tmp_path / "a", "x.txt", "2")
     snap(a, "two")
@@ -205,13 +232,13 @@ class _Dying(Backend):
         return super().write_if(name, data, expect)
 
 
-def _remote_consistent(url: str, tmp: Path) -> dict:
+def _remote_consistent(url: str, tmp: Path, options: dict | None = None) -> dict:
     """Whatever the remote's refs name, it holds: a fresh repository fetches it all
     and fsck finds nothing wrong."""
     tmp.mkdir()
     r = Repo.init(str(tmp), bare=True, params=SMALL)
     try:
-        ops_remote.add_remote(r, "o", url)
+        ops_remote.add_remote(r, "o", url, options)
         ops_remote.fetch(r, "o")
         _assert_clean(r)
         for cid in r.refs("remotes/").values():
@@ -221,7 +248,7 @@ def _remote_consistent(url: str, tmp: Path) -> dict:
         r.close()
 
 
-def test_push_killed_at_every_write_then_rerun(tmp_path, monkeypatch):
+def test_push_killed_at_every_write_then_rerun(tmp_path, monkeypatch, remote):
     """For each n: a fresh remote, a push that dies before its n-th write (the
     remote consistent), then the push again (complete)."""
     a = _ws_repo(tmp_path / "a")
@@ -231,17 +258,17 @@ def test_push_killed_at_every_write_then_rerun(tmp_path, monkeypatch):
     _Dying.died.clear()
     n = 0
     while True:
-        url = str(tmp_path / f"remote{n}")
-        ops_remote.add_remote(a, f"r{n}", url)
+        url = f"{remote[0]}{n}"
+        ops_remote.add_remote(a, f"r{n}", url, remote[1])
         monkeypatch.setattr(ops_remote, "open_backend",
                             lambda conf, n=n: _Dying(conf.url, conf.options, die_at=n))
         try:
             ops_remote.push(a, f"r{n}")
         except _KilledAt:
-            _remote_consistent(url, tmp_path / f"check{n}")
+            _remote_consistent(url, tmp_path / f"check{n}", remote[1])
             monkeypatch.undo()
             assert ops_remote.push(a, f"r{n}").refs[0].new == c1.hex()
-            _remote_consistent(url, tmp_path / f"done{n}")
+            _remote_consistent(url, tmp_path / f"done{n}", remote[1])
             n += 1
             continue
         break
