@@ -90,8 +90,8 @@ class PackEntry:
 def pack_footer(entries: list[PackEntry]) -> bytes:
     """What follows a pack's chunks: their table, its length and the magic.
 
-    With it a pack describes itself: ``vfs fsck --remote`` or a reader that lost
-    the index can still find every chunk by byte range."""
+    With it a pack describes itself: a reader that lost the index files can still
+    find every chunk by byte range."""
     table = msgpack.packb([[e.cid, e.offset, e.length] for e in entries],
                           use_bin_type=True)
     return table + len(table).to_bytes(4, "little") + PACK_MAGIC

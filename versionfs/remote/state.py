@@ -96,7 +96,8 @@ class RemoteState:
                 if layout.content_id(data) != layout.name_id(name):
                     raise RemoteCorrupt(
                         f"remote object {name} does not match its name (damaged or "
-                        "tampered); run 'vfs fsck --remote' or restore it", object_id=None)
+                        "tampered); restore it from a good copy, or delete it and push again",
+                        object_id=None)
                 try:
                     if name.startswith(layout.INDEX):
                         self._merge_index(txn, layout.decode_index(data))
