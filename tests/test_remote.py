@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from repo_helpers import SMALL, make_repo, read_commit, read_workspace, snap, write
+from test_mount import mounter  # noqa: F401  (the fixture)
 from versionfs.errors import RemoteCorrupt, RemoteRejected, UsageError
 from versionfs.ops import remote as ops_remote
 from versionfs.ops.fsck import fsck
@@ -377,3 +378,37 @@ def test_remote_gc_condemns_then_deletes_and_pushes_still_complete(tmp_path, rem
     res = ops_remote.push(a, force=True)
     assert res.bytes >= 300_000
     _remote_consistent(remote_dir, tmp_path / "check2")
+
+
+@pytest.mark.mount
+def test_mount_a_directory_remote_given_as_a_path(tmp_path, cli, mounter):  # noqa: F811
+    ws = tmp_path / "a"
+    ws.mkdir()
+    cli("init", cwd=ws)
+    write(ws, "d/x.bin", os.urandom(5 << 20))
+    cli("snapshot", "-m", "one", "--tag", "v1", cwd=ws)
+    remote = tmp_path / "remote"
+    cli("remote", "add", "origin", remote, cwd=ws)
+    cli("push", "--all", cwd=ws)
+    mp = mounter(f"{remote}@v1", "--cache-dir", tmp_path / "cache", "--cache-size", "32M")
+    assert (mp / "d" / "x.bin").read_bytes() == (ws / "d" / "x.bin").read_bytes()
+    listed = json.loads(cli("mounts", "--json").stdout)
+    assert any(m["mountpoint"] == str(mp) and m["rev"] == "v1" for m in listed)
+    (tmp_path / "elsewhere").mkdir()
+    r = cli.fail("mount", f"{ws}@v1", tmp_path / "elsewhere", "--cache-size", "1G", code=2)
+    assert "remote" in r.stderr
+    cli("umount", mp)
+
+
+def test_gc_remote_through_the_cli(tmp_path, cli, remote_dir):
+    ws = tmp_path / "a"
+    ws.mkdir()
+    cli("init", cwd=ws)
+    write(ws, "x.bin", os.urandom(100_000))
+    cli("snapshot", "-m", "one", cwd=ws)
+    cli("remote", "add", "origin", remote_dir, cwd=ws)
+    cli("push", cwd=ws)
+    first = json.loads(cli("gc", "--remote", "origin", "--grace", "0s", "--json", cwd=ws).stdout)
+    assert first["packs_deleted"] == 0 and first["condemned"] == 0   # everything is live
+    r = cli.fail("gc", "--remote", "origin", "--grace", "soon", cwd=ws, code=2)
+    assert "duration" in r.stderr

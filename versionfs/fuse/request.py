@@ -8,9 +8,11 @@ travels to the daemon as JSON. Imports neither pyfuse3 nor trio. Thread-safe.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..remote.layout import FORMAT_FILE
 from ..remote.lazy import is_remote_url, open_remote
 from ..repo import mounts
 from ..repo.revisions import parse_spec
@@ -44,7 +46,8 @@ def prepare(spec: str, mountpoint: str, *, default_repo: str = ".", allow_other=
     mp = mounts.canonical(mountpoint)
     mounts.check_mountpoint(mp)
     mounts.check_fuse()
-    if is_remote_url(repo_path):
+    if is_remote_url(repo_path) or os.path.isfile(os.path.join(repo_path, FORMAT_FILE)):
+        # a URL, or a directory remote given as a plain path
         remote = {"options": dict(remote_options or {}), "cache_dir": cache_dir,
                   "cache_size": cache_size}
         with open_remote(repo_path, **remote) as repo:
