@@ -301,10 +301,14 @@ def test_damaged_remote_pack_is_reported_and_never_stored(tmp_path, remote_dir, 
     with pytest.raises(RemoteCorrupt) as err:
         _clone(remote_dir, tmp_path / "b")
     assert "packs/" in str(err.value) and "\n" not in str(err.value)
-    b = Repo.open_repo(str(tmp_path / "b"))
-    with b.index.read() as txn:
+    assert not (tmp_path / "b").exists()     # the failed clone left nothing
+    # fetched into an existing repository: nothing of it is stored either
+    c = _ws_repo(tmp_path / "c")
+    ops_remote.add_remote(c, "origin", remote_dir)
+    with pytest.raises(RemoteCorrupt):
+        ops_remote.fetch(c)
+    with c.index.read() as txn:
         assert txn.count("chunks") == 0 and txn.count("commits") == 0
-    b.close()
 
 
 def test_tampered_record_bundle_is_refused(tmp_path, remote_dir):

@@ -559,6 +559,7 @@ def clone(url: str, dest: str, *, options: dict[str, str] | None = None, bare: b
         cas = backend.probe_cas()
     finally:
         backend.close()
+    existed = os.path.exists(dest)
     repo = Repo.init(dest, bare=bare, params=params)
     try:
         remotes = {name: rconfig.RemoteConfig(name, backend.url, options, cas)}
@@ -582,5 +583,8 @@ def clone(url: str, dest: str, *, options: dict[str, str] | None = None, bare: b
                                        "bytes_cloned": out.bytes_cloned})
     except BaseException:
         repo.close()
+        if not existed:   # a failed clone leaves nothing behind (a retry starts clean)
+            import shutil
+            shutil.rmtree(dest, ignore_errors=True)
         raise
     return repo, res
