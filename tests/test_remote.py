@@ -416,3 +416,22 @@ def test_gc_remote_through_the_cli(tmp_path, cli, remote_dir):
     assert first["packs_deleted"] == 0 and first["condemned"] == 0   # everything is live
     r = cli.fail("gc", "--remote", "origin", "--grace", "soon", cwd=ws, code=2)
     assert "duration" in r.stderr
+
+
+def test_python_api_push_clone_and_lazy_open(tmp_path, remote):
+    from versionfs import Repo as ApiRepo
+    url, options = remote
+    a = ApiRepo.init(str(tmp_path / "a"), params=SMALL)
+    write(tmp_path / "a", "data/x.bin", os.urandom(200_000))
+    a.snapshot(message="one", tag="v1")
+    a.add_remote("origin", url, options)
+    a.push(all_refs=True)
+    assert [r.name for r in a.remotes()] == ["origin"]
+    with ApiRepo.open_remote(url, options, cache_dir=str(tmp_path / "cache")) as r:
+        with r.open("v1", "data/x.bin") as f:
+            assert f.read() == (tmp_path / "a" / "data" / "x.bin").read_bytes()
+        assert r.store.fetched_bytes >= 200_000
+    b = ApiRepo.clone(url, str(tmp_path / "b"), options=options)
+    assert b.resolve("v1") == a.resolve("v1")
+    b.close()
+    a.close()

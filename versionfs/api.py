@@ -7,6 +7,8 @@ one. Use it as::
     from versionfs import Repo
     repo = Repo.init("data")                    # or Repo.open("data")
     repo.snapshot(message="raw import", tag="v1")
+    repo.add_remote("origin", "s3://bucket/data"); repo.push()
+    remote = Repo.open_remote("s3://bucket/data")   # read any version, lazily
     repo.branch("experiment")                   # a branch at HEAD
     changes = repo.diff("v1")                   # v1 against the workspace
     with repo.open("v1", "images/0001.png") as f:
@@ -118,3 +120,45 @@ class Repo(_repo.Repo):
         """Check the repository (and with ``verify_data`` every byte); see ``fsck``."""
         from .ops.fsck import fsck
         return fsck(self, verify_data=verify_data, **kw)
+
+    # -- remotes (see ops/remote.py and docs/remotes.md) -------------------------------
+    def add_remote(self, name: str, url: str, options: dict | None = None, **kw):
+        """Add remote ``name`` at any fsspec ``url`` (``options`` go to fsspec)."""
+        from .ops.remote import add_remote
+        return add_remote(self, name, url, options, **kw)
+
+    def remotes(self):
+        """The remotes, by name."""
+        from .ops.remote import list_remotes
+        return list_remotes(self)
+
+    def push(self, remote: str | None = None, revs: list[str] | None = None, **kw):
+        """Send branches and tags (default: the current branch); see ``push``."""
+        from .ops.remote import push
+        return push(self, remote, revs, **kw)
+
+    def fetch(self, remote: str | None = None, **kw):
+        """Bring every branch (as ``REMOTE/BRANCH``) and tag of a remote."""
+        from .ops.remote import fetch
+        return fetch(self, remote, **kw)
+
+    def pull(self, remote: str | None = None, rev: str | None = None, **kw):
+        """Fetch a branch and fast-forward the current branch and workspace to it."""
+        from .ops.remote import pull
+        return pull(self, remote, rev, **kw)
+
+    @classmethod
+    def clone(cls, url: str, dest: str, **kw) -> Repo:
+        """A new repository at ``dest`` from the remote at ``url``."""
+        from .ops.remote import clone
+        repo, _ = clone(url, dest, **kw)
+        repo.close()
+        return cls.open_repo(dest)
+
+    @classmethod
+    def open_remote(cls, url: str, options: dict | None = None, *,
+                    cache_dir: str | None = None, cache_size: int | None = None) -> Repo:
+        """The remote repository at ``url``, read-only, its chunks fetched on first
+        read into the local chunk cache (docs/remotes.md)."""
+        from .remote.lazy import open_remote
+        return open_remote(url, options, cache_dir, cache_size, repo_cls=cls)

@@ -149,7 +149,8 @@ def _key(url: str, options: dict) -> str:
 
 
 def open_remote(url: str, options: dict | None = None, cache_dir: str | None = None,
-                cache_size: int | None = None, *, workers: int = 8) -> Repo:
+                cache_size: int | None = None, *, workers: int = 8,
+                repo_cls: type[Repo] = Repo) -> Repo:
     """The remote repository at ``url`` as a read-only ``Repo`` whose chunks are
     fetched on first read (see the module docstring). ``RemoteMissing`` when there
     is no versionfs remote at ``url``."""
@@ -170,7 +171,7 @@ def open_remote(url: str, options: dict | None = None, cache_dir: str | None = N
             repo_dir = os.path.join(base, "repo")
             if not os.path.isdir(os.path.join(repo_dir, "index.lmdb")):
                 Repo.init(repo_dir, bare=True, params=params).close()
-            repo = Repo.open_repo(repo_dir)
+            repo = repo_cls.open_repo(repo_dir)
             state = RemoteState(os.path.join(base, "state.lmdb"))
             try:
                 state.sync(backend, workers=workers)
