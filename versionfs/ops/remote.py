@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import (
-    CorruptObject, RemoteCorrupt, RemoteMissing, RemoteRejected,
+    RemoteCorrupt, RemoteMissing, RemoteRejected,
     UnknownRevision, UsageError,
 )
 from ..records import runs as rr
@@ -38,7 +38,7 @@ from ..records.model import ObjectId
 from ..remote import config as rconfig
 from ..remote import layout
 from ..remote import refs as rrefs
-from ..remote.plan import Plan, check_records, missing
+from ..remote.plan import carried_runs, check_records, missing
 from ..remote.state import RemoteState
 from ..remote.transfer import download, upload
 from ..repo import refs
@@ -243,7 +243,8 @@ def _send(repo: Repo, backend, state: RemoteState, to_push: dict[str, bytes], se
     record bundle (in that order)."""
     with repo.index.read() as txn, state.view() as sv:
         plan = missing(to_push.values(), lambda k, i: txn.get(k, i), sv.known)
-        runs = _runs_to_push(txn, plan, sv)
+        runs = carried_runs(txn.items("runs"), lambda r: sv.known("runs", r),
+                            lambda c: sv.known("commits", c), plan)
         chunks = [(c, n) for c, n in plan.chunks.items() if not sv.has_chunk(c)]
     plan.records["runs"].update(runs)
     total = sum(n for _, n in chunks)
@@ -270,23 +271,6 @@ def _send(repo: Repo, backend, state: RemoteState, to_push: dict[str, bytes], se
     sent.bytes += total
     sent.packs += len(packs)
     sent.runs += len(runs)
-
-
-def _runs_to_push(txn, plan: Plan, sv) -> dict[bytes, bytes]:
-    """Run records the remote lacks whose commits it will all hold."""
-    out = {}
-    for key, raw in txn.items("runs"):
-        rid = bytes(key)
-        if sv.known("runs", rid):
-            continue
-        try:
-            rec = rr.decode_run(rid, raw)
-        except CorruptObject:
-            continue
-        need = [bytes.fromhex(c) for c in rec.commits()]
-        if all(c in plan.records["commits"] or sv.known("commits", c) for c in need):
-            out[rid] = bytes(raw)
-    return out
 
 
 def _refuse_early(repo: Repo, backend, conf, to_push: dict[str, bytes], force: bool) -> None:
@@ -469,17 +453,8 @@ def _bring(repo: Repo, conf, backend, state: RemoteState, wanted: dict[str, byte
     roots = list(wanted.values()) + [bytes(c) for c in extra]
     with repo.index.read() as txn, state.view() as sv:
         plan = missing(roots, sv.get, lambda k, i: txn.has(k, i))
-        runs = {}
-        for rid, raw in sv.runs():
-            if txn.has("runs", rid):
-                continue
-            try:
-                rec = rr.decode_run(rid, raw)
-            except CorruptObject:
-                continue
-            need = [bytes.fromhex(c) for c in rec.commits()]
-            if all(c in plan.records["commits"] or txn.has("commits", c) for c in need):
-                runs[rid] = rec
+        runs = carried_runs(sv.runs(), lambda r: txn.has("runs", r),
+                            lambda c: txn.has("commits", c), plan)
         fetch_list = []
         for cid, length in plan.chunks.items():
             if txn.has("chunks", cid):
@@ -515,8 +490,8 @@ def _bring(repo: Repo, conf, backend, state: RemoteState, wanted: dict[str, byte
             for kind in ("files", "trees", "commits"):
                 for oid, enc in plan.records[kind].items():
                     txn.put(kind, oid, enc, overwrite=False)
-            for rec in runs.values():
-                put_record(txn, rec)
+            for rid, raw in runs.items():
+                put_record(txn, rr.decode_run(rid, raw))
             for ref, cid in wanted.items():
                 if ref.startswith(refs.BRANCH_PREFIX):
                     refs.set_ref(txn, f"{refs.REMOTE_PREFIX}{conf.name}/{refs.short_name(ref)}",
@@ -549,13 +524,7 @@ def clone(url: str, dest: str, *, options: dict[str, str] | None = None, bare: b
     rconfig.check_options(options)
     backend = Backend(url, options)
     try:
-        try:
-            params = layout.decode_format(backend.read(layout.FORMAT_FILE))
-        except RemoteMissing:
-            raise RemoteMissing(f"no versionfs remote at {url} (no {layout.FORMAT_FILE}); "
-                                "check the URL, or push to it first") from None
-        head = backend.read(layout.HEAD_FILE).decode().strip() \
-            if backend.size(layout.HEAD_FILE) is not None else None
+        params, head = rrefs.describe(backend)
         cas = backend.probe_cas()
     finally:
         backend.close()

@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from ..errors import CorruptObject, UsageError
+from ..repo.repository import write_text_atomic
 
 FILE = "remotes.toml"
 STATE_DIR = "remotes"
@@ -89,13 +90,7 @@ def save(vfs_dir: str, remotes: dict[str, RemoteConfig]) -> None:
             lines.append(f"[remote.{_q(name)}.options]")
             lines += [f"{_q(k)} = {_q(v)}" for k, v in sorted(r.options.items())]
         lines.append("")
-    path = os.path.join(vfs_dir, FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    write_text_atomic(os.path.join(vfs_dir, FILE), "\n".join(lines))
 
 
 def _q(s: str) -> str:

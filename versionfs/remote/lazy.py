@@ -31,13 +31,12 @@ import os
 import threading
 from collections.abc import Iterator
 
-from ..errors import MissingObject, RemoteMissing, UsageError
+from ..errors import MissingObject, UsageError
 from ..records.hashing import hash_bytes
 from ..records.model import ObjectId
 from ..repo import refs
 from ..repo.repository import Repo
 from ..store.reader import ChunkReader
-from . import layout
 from . import refs as rrefs
 from .cache import ChunkDiskCache
 from .plan import Plan, check_records
@@ -159,11 +158,7 @@ def open_remote(url: str, options: dict | None = None, cache_dir: str | None = N
     cache_dir = os.path.abspath(cache_dir or default_cache_dir())
     backend = Backend(url, options)
     try:
-        try:
-            params = layout.decode_format(backend.read(layout.FORMAT_FILE))
-        except RemoteMissing:
-            raise RemoteMissing(f"no versionfs remote at {url} (no {layout.FORMAT_FILE}); "
-                                "check the URL") from None
+        params, head = rrefs.describe(backend)
         base = os.path.join(cache_dir, "remotes", _key(backend.url, options))
         os.makedirs(base, exist_ok=True)
         with open(os.path.join(base, "lock"), "a+") as lock:
@@ -175,7 +170,7 @@ def open_remote(url: str, options: dict | None = None, cache_dir: str | None = N
             state = RemoteState(os.path.join(base, "state.lmdb"))
             try:
                 state.sync(backend, workers=workers)
-                _copy_records(repo, state, backend)
+                _copy_records(repo, state, backend, head)
             except BaseException:
                 state.close()
                 repo.close()
@@ -192,7 +187,7 @@ def open_remote(url: str, options: dict | None = None, cache_dir: str | None = N
     return repo
 
 
-def _copy_records(repo: Repo, state: RemoteState, backend) -> None:
+def _copy_records(repo: Repo, state: RemoteState, backend, head: str | None) -> None:
     """The remote's records this copy lacks, its refs and HEAD, in one transaction
     (each commit, tree and file record checked against its id)."""
     plan = Plan()
@@ -203,8 +198,6 @@ def _copy_records(repo: Repo, state: RemoteState, backend) -> None:
                     plan.records[kind][oid] = enc
     check_records(plan)
     remote_refs = rrefs.list_refs(backend)
-    head = backend.read(layout.HEAD_FILE).decode().strip() \
-        if backend.size(layout.HEAD_FILE) is not None else None
     with repo.lock():
         with repo.index.write() as txn:
             for kind, recs in plan.records.items():

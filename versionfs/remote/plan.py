@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import CorruptObject, MissingObject, RemoteCorrupt
+from ..records.runs import decode_run
 from ..records.model import (
     Kind, ObjectId, commit_id, decode_commit, decode_file, decode_tree, file_id, tree_id,
 )
@@ -95,6 +96,25 @@ def _need(get: Get, kind: str, oid: bytes, what: str) -> bytes:
         raise MissingObject(f"{what} {ObjectId(oid).short} is missing; run 'vfs fsck'",
                             object_id=oid)
     return raw
+
+
+def carried_runs(candidates, have_run, have_commit, plan: Plan) -> dict:
+    """Run records to carry along: of ``candidates`` (run id, encoding), those the
+    other side lacks (``have_run``) whose every commit it will hold (``have_commit``,
+    or among ``plan``'s): run id → encoding. Undecodable ones are left behind."""
+    out = {}
+    for rid, raw in candidates:
+        rid = bytes(rid)
+        if have_run(rid):
+            continue
+        try:
+            rec = decode_run(rid, raw)
+        except CorruptObject:
+            continue
+        if all(bytes.fromhex(c) in plan.records["commits"] or have_commit(bytes.fromhex(c))
+               for c in rec.commits()):
+            out[rid] = bytes(raw)
+    return out
 
 
 def check_records(plan: Plan) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import RemoteBusy
+from ..errors import RemoteBusy, RemoteMissing
+from ..records.chunking import ChunkParams
 from ..records.model import ObjectId
 from . import layout
 
@@ -82,3 +83,18 @@ def delete_ref(backend, ref: str, *, cas: str = "conditional") -> bool:
         if backend.delete_if(name, got[1]):
             return True
     raise RemoteBusy(f"remote ref {ref} kept changing; run the command again")
+
+
+def describe(backend) -> tuple[ChunkParams, str | None]:
+    """The remote's chunking parameters and default branch (``heads/NAME`` or None);
+    ``RemoteMissing`` when ``backend`` holds no versionfs remote."""
+    try:
+        params = layout.decode_format(backend.read(layout.FORMAT_FILE))
+    except RemoteMissing:
+        raise RemoteMissing(f"no versionfs remote at {backend.url} (no "
+                            f"{layout.FORMAT_FILE}); check the URL, or push to it first"
+                            ) from None
+    head = None
+    if backend.size(layout.HEAD_FILE) is not None:
+        head = backend.read(layout.HEAD_FILE).decode("utf-8", "replace").strip() or None
+    return params, head

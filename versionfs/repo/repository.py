@@ -66,9 +66,14 @@ def _write_config(path: str, params: ChunkParams) -> None:
         *(f"{k} = {v}" for k, v in params.as_dict().items()),
         "",
     ]
+    write_text_atomic(path, "\n".join(lines))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a small settings file whole or not at all: tmp, fsync, rename."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write("\n".join(lines))
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, path)
