@@ -435,3 +435,26 @@ def test_python_api_push_clone_and_lazy_open(tmp_path, remote):
     assert b.resolve("v1") == a.resolve("v1")
     b.close()
     a.close()
+
+
+def test_pull_refuses_to_overwrite_local_changes(tmp_path, remote_dir):
+    from versionfs.errors import Conflict
+    a = _ws_repo(tmp_path / "a")
+    write(tmp_path / "a", "x.txt", "1")
+    c1 = snap(a, "one")
+    ops_remote.add_remote(a, "origin", remote_dir)
+    ops_remote.push(a)
+    b = _clone(remote_dir, tmp_path / "b")
+    write(tmp_path / "a", "x.txt", "2")
+    snap(a, "two")
+    ops_remote.push(a)
+    write(tmp_path / "b", "x.txt", "my local edit")
+    with pytest.raises(Conflict, match="x.txt"):
+        ops_remote.pull(b)
+    assert b.resolve("main") == c1 and b.head() == c1
+    assert (tmp_path / "b" / "x.txt").read_text() == "my local edit"
+    # the data did arrive: once the edit is set aside, the pull only moves
+    (tmp_path / "b" / "x.txt").write_text("1")
+    res = ops_remote.pull(b)
+    assert res.refs[0].status == "fast-forward" and res.chunks == 0
+    assert (tmp_path / "b" / "x.txt").read_text() == "2"
