@@ -16,7 +16,7 @@ import difflib
 import heapq
 import shlex
 
-from ..errors import IsADirectory, PathNotFound, UsageError
+from ..errors import IsADirectory, NotADirectory, PathNotFound, UsageError
 from ..ops import results as R
 from ..ops.diff import diff_trees
 from ..records.model import Kind
@@ -112,12 +112,21 @@ def _path(path: str | None) -> str:
     return normalize_path(path or "")
 
 
+def _entry(repo, cid, rev: str, path: str):
+    """The entry at ``path`` of commit ``cid``, or ``PathNotFound`` naming the path
+    asked for (not only its first missing part)."""
+    try:
+        return repo.entry(cid, path)
+    except (PathNotFound, NotADirectory):
+        raise PathNotFound(f"no path {path!r} in {rev} (commit {cid.short})") from None
+
+
 def tree(repo, rev: str, path: str = "", offset: int = 0, limit: int = PAGE) -> dict:
     """One directory of ``rev``: its entry and one page of its entries (``vfs ls
     --json`` items, named relative to the directory)."""
     cid = repo.resolve(rev)
     path = _path(path)
-    entry = repo.entry(cid, path)
+    entry = _entry(repo, cid, rev, path)
     if not entry.is_dir:
         raise UsageError(f"{path!r} is a file in {cid.short}, not a directory")
     entries = repo.tree(entry.id).entries
@@ -134,7 +143,7 @@ def file(repo, rev: str, path: str) -> dict:
     path = _path(path)
     if not path:
         raise IsADirectory("the root is a directory; open it as a tree")
-    entry = repo.entry(cid, path)
+    entry = _entry(repo, cid, rev, path)
     if entry.is_dir:
         raise IsADirectory(f"{path!r} is a directory in {cid.short}; open it as a tree")
     out = R.entry(repo, path, entry)
@@ -147,7 +156,7 @@ def raw_image(repo, rev: str, path: str):
     raster image types, never a symlink, at most ``preview.IMAGE_MAX`` bytes."""
     cid = repo.resolve(rev)
     path = _path(path)
-    entry = repo.entry(cid, path)
+    entry = _entry(repo, cid, rev, path)
     if entry.kind is not Kind.FILE or P.kind_of(path) != "image" or \
             entry.size > P.IMAGE_MAX:
         raise PathNotFound(f"{path!r} in {cid.short} is not an image file that can be shown")
