@@ -44,12 +44,16 @@ def ok(site, path):
 
 def test_history_is_log_json_with_graph(site, cli, demo):
     data = ok(site, "/api/history")
-    log = cli_json(cli, demo, "log", "--json")
-    assert [{k: v for k, v in c.items() if k != "graph"} for c in data["commits"]] == log
+    log = cli_json(cli, demo, "log", "--json")  # main's first parents
+    items = [{k: v for k, v in c.items() if k != "graph"} for c in data["commits"]]
+    assert [c for c in items if c["id"] != demo.commits["experiment"]] == log
     assert data["head"] == demo.commits["main"] and data["next_offset"] is None
-    assert all("lane" in c["graph"] for c in data["commits"])
+    lanes = {c["id"]: c["graph"] for c in data["commits"]}
+    assert lanes[demo.commits["experiment"]]["lane"] == 1  # forked from v2
+    assert lanes[demo.commits["v2"]]["joins"] == [1] and lanes[demo.commits["v2"]]["lane"] == 0
+    assert all(g["lane"] == 0 for cid, g in lanes.items() if cid != demo.commits["experiment"])
     page = ok(site, "/api/history?offset=2&limit=2")
-    assert [c["id"] for c in page["commits"]] == [c["id"] for c in log[2:4]]
+    assert [c["id"] for c in page["commits"]] == [c["id"] for c in data["commits"][2:4]]
     assert page["next_offset"] == 4
 
 

@@ -3,7 +3,7 @@
 ``make_demo(root)`` builds a workspace with one file of every previewed kind (CSV,
 Parquet, JSON, YAML, text, PNG, HDF5, .npy, binary), a symlink pointing to
 /etc/passwd, three commits on main (tags v1, v2), a branch ``experiment`` with a
-commit of its own, runs made with ``versionfs.Run`` (prepare → train ×3 with other
+commit of its own (from v2), runs made with ``versionfs.Run`` (prepare → train ×3 with other
 params and metrics, the last failed one), and a ``vfs.yaml`` pipeline.
 ``serve(repo, **kw)`` is a context manager giving a real uvicorn serving the app on
 127.0.0.1 at a free port, stopped at the end.
@@ -91,6 +91,10 @@ def make_demo(root: str) -> Demo:
     os.rename(os.path.join(root, "config.json"), os.path.join(root, "settings.json"))
     commits["v2"] = repo.snapshot(message="edit notes", tag="v2").commit.hex()
     repo.branch("experiment")
+    repo.checkout("experiment")  # a commit of its own: the history graph forks
+    _write(root, "notes/idea.txt", "try a bigger model\n")
+    commits["experiment"] = repo.snapshot(message="an idea").commit.hex()
+    repo.checkout("main")
     runs = {}
     with Run("prepare", repo) as run:
         run.input(os.path.join(root, "raw.csv"))
