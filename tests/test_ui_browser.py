@@ -119,7 +119,7 @@ def test_history_commit_preview_diff(page, demo):
     page.shot("file-csv")
     page.no_console_errors()
     # the diff v1 -> v2, then one modified text file side by side
-    page.open(f"/diff?a=v1&b=v2", "#diff-summary")
+    page.open("/diff?a=v1&b=v2", "#diff-summary")
     assert "2 modified" in page.text("#diff-summary")
     assert "config.json → settings.json" in page.text("table.changes")
     page.shot("diff")
