@@ -12,7 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PACKAGES=(fuse3 libfuse3-dev pkg-config xfsprogs e2fsprogs attr sqlite3 util-linux
-          gcc python3-dev python3-venv)
+          gcc python3-dev python3-venv
+          chromium chromium-driver fonts-dejavu-core)  # vfs ui's browser tests
 
 say() { printf 'setup: %s\n' "$*"; }
 

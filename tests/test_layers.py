@@ -70,6 +70,8 @@ RANKS: dict[str, float] = {
     "ops.remote": 4.15, "ops.remote_gc": 4.16,  # push/pull carry run records (ops.run.put_record), checkout
     # inspecting runs: lineage walks run records upstream, compare puts two side by side
     "ops.lineage": 4.2, "ops.compare": 4.2, "ops.lineage_formats": 4.3,
+    # the JSON form of inspecting results, shared by the CLI's --json and vfs ui
+    "ops.results": 4.25,
     # pipelines: vfs.yaml parsed into a graph (pure), then reproduced through ops.run
     "ops.pipeline": 3.85, "ops.repro": 4.2,
     "api": 4.5,  # versionfs.Repo: repo.Repository plus one method per operation
@@ -86,6 +88,9 @@ RANKS: dict[str, float] = {
     # fuse/: the pyfuse3 adapter and the mount's life
     "fuse": 6, "fuse.request": 6, "fuse.ops": 6, "fuse.control": 6,
     "fuse.serve": 6.1, "fuse.mount": 6.2,
+    # ui/: vfs ui, a read-only web app (Starlette) over the api, ops and view; below
+    # the CLI that starts it. previews and SVG drawing < the data of each page < app
+    "ui.preview": 6.6, "ui.svg": 6.6, "ui.pages": 6.7, "ui.app": 6.8, "ui": 6.9,
     # the public API facade as an import target: only the CLI may lean on it
     "": 6.5,
     # cli/: formatting, the click group, one module per command family, the entry
@@ -93,7 +98,7 @@ RANKS: dict[str, float] = {
     "cli.repo_cmds": 7.2, "cli.maint_cmds": 7.2, "cli.diff_cmds": 7.2,
     "cli.checkout_cmds": 7.2, "cli.mount_cmds": 7.2, "cli.run_cmds": 7.2,
     "cli.lineage_cmds": 7.2,
-    "cli.pipeline_cmds": 7.2, "cli.remote_cmds": 7.2,
+    "cli.pipeline_cmds": 7.2, "cli.remote_cmds": 7.2, "cli.ui_cmds": 7.2,
     "cli.commands": 7.3, "cli": 7.4,
     "__main__": 8, "stage_runner": 8,
 }
@@ -111,6 +116,8 @@ CONFINED = {
     "pyfuse3": ("versionfs/fuse/", lambda rel: _top(rel) == "fuse"),
     "fsspec": ("versionfs/remote/ and versionfs/fsspec/",
                lambda rel: _top(rel) in ("remote", "fsspec")),
+    "starlette": ("versionfs/ui/", lambda rel: _top(rel) == "ui"),
+    "uvicorn": ("versionfs/ui/", lambda rel: _top(rel) == "ui"),
 }
 
 

@@ -9,3 +9,4 @@ from . import run_cmds  # noqa: F401
 from . import lineage_cmds  # noqa: F401
 from . import pipeline_cmds  # noqa: F401
 from . import remote_cmds  # noqa: F401
+from . import ui_cmds  # noqa: F401

@@ -80,25 +80,14 @@ def dag_cmd(ctx, fmt) -> None:
         raise UsageError("vfs dag needs a workspace; this is a bare repository")
     pipe = load(repo.workspace)
     if fmt == "json":
-        emit_json(_as_json(pipe))
+        from ..ops.results import pipeline as pipeline_json
+        emit_json(pipeline_json(pipe))
     elif fmt == "dot":
         click.echo(_dot(pipe))
     elif fmt == "mermaid":
         click.echo(_mermaid(pipe))
     else:
         click.echo(_tree(pipe))
-
-
-def _as_json(pipe) -> dict:
-    return {
-        "stages": [{"name": s.name, "cmd": s.cmd, "argv": list(s.argv), "wdir": s.wdir,
-                    "deps": list(s.deps), "outs": list(s.outs),
-                    "metrics": list(s.metrics), "params": list(s.params),
-                    "source": s.source, "upstream": pipe.upstream_of(s.name)}
-                   for s in pipe.stages],
-        "edges": [{"from": e.upstream, "to": e.downstream, "paths": list(e.paths)}
-                  for e in pipe.edges],
-    }
 
 
 def _q(text: str) -> str:

@@ -141,12 +141,8 @@ def log(ctx, rev: str, max_count, oneline: bool, as_json: bool) -> None:
     repo = open_repo(ctx)
     entries = repo.log(rev, limit=max_count)
     if as_json:
-        emit_json([{
-            "id": e.id.hex(), "parents": [p.hex() for p in e.commit.parents],
-            "time": fmt_time(e.commit.time_ns, iso=True), "time_ns": e.commit.time_ns,
-            "author": e.commit.author, "message": e.commit.message, "refs": list(e.refs),
-            "run": e.commit.run.hex() if e.commit.run else None, "stats": e.commit.stats,
-        } for e in entries])
+        from ..ops.results import log_entry
+        emit_json([log_entry(e) for e in entries])
         return
     if not entries:
         click.echo("no commits yet; run 'vfs snapshot -m MESSAGE'", err=True)
@@ -179,7 +175,8 @@ def log(ctx, rev: str, max_count, oneline: bool, as_json: bool) -> None:
 @click.pass_context
 def show(ctx, spec: str, as_json: bool) -> None:
     """Describe a commit (REV) or an entry in it (REV:PATH)."""
-    from ..ops.diff import diff_trees, to_json
+    from ..ops.diff import diff_trees
+    from ..ops.results import entry as _entry_json
     repo = open_repo(ctx)
     cid, path = repo.split_rev_path(spec)
     if ":" in spec:
@@ -196,11 +193,8 @@ def show(ctx, spec: str, as_json: bool) -> None:
     changes = diff_trees(repo, repo.commit(c.parents[0]).tree if c.parents else None,
                          repo, c.tree)
     if as_json:
-        emit_json({"id": cid.hex(), "tree": c.tree.hex(),
-                   "parents": [p.hex() for p in c.parents], "author": c.author,
-                   "time": fmt_time(c.time_ns, iso=True), "message": c.message,
-                   "run": c.run.hex() if c.run else None, "stats": c.stats,
-                   "changes": to_json(changes)})
+        from ..ops.results import commit as commit_json
+        emit_json(commit_json(cid, c, changes))
         return
     click.echo(f"commit {cid.hex()}")
     click.echo(f"Tree:   {c.tree.hex()}")
@@ -216,18 +210,6 @@ def show(ctx, spec: str, as_json: bool) -> None:
     click.echo("")
     for line in _change_lines(changes):
         click.echo(line)
-
-
-def _entry_json(repo, path: str, e) -> dict:
-    out = {"path": path or "/", "kind": e.kind.name.lower(), "mode": oct(e.mode),
-           "size": e.size, "mtime": fmt_time(e.mtime_ns, iso=True), "id": e.id.hex()}
-    if e.kind is Kind.SYMLINK:
-        out["target"] = os.fsdecode(e.target)
-    elif e.kind is Kind.FILE:
-        out["chunks"] = len(repo.chunks(e))
-    else:
-        out["entries"] = len(repo.tree(e.id).entries)
-    return out
 
 
 @cli.command("ls")
@@ -250,7 +232,8 @@ def ls_cmd(ctx, spec: str, long: bool, recursive: bool, as_json: bool) -> None:
     else:
         rows = [(path, entry)]
     if as_json:
-        emit_json([_entry_json(repo, p, e) for p, e in rows])
+        from ..ops.results import entry as entry_json
+        emit_json([entry_json(repo, p, e) for p, e in rows])
         return
     for p, e in rows:
         name = p + ("/" if e.is_dir else "")

@@ -100,10 +100,9 @@ def runs_group(ctx, name, status, max_count, as_json) -> None:
 
 
 def summary(r) -> dict:
-    return {"id": r.id, "name": r.name, "status": r.status, "exit_code": r.exit_code,
-            "start": fmt_time(r.start_ns, iso=True), "start_ns": r.start_ns,
-            "duration": round(r.duration, 3), "commit": r.commit,
-            "params": r.params, "metrics": r.metrics, "labels": r.labels}
+    """One run as ``vfs runs --json`` prints it (``ops.results``, shared with vfs ui)."""
+    from ..ops.results import run_summary
+    return run_summary(r)
 
 
 def _flat(groups: dict) -> dict:
