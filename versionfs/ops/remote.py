@@ -203,10 +203,13 @@ def push(repo: Repo, remote: str | None = None, revs: list[str] | None = None, *
             state.sync(backend)
             if not state.counts()["files"]:
                 _ensure_format(backend, repo)
-            _refuse_early(repo, backend, conf, to_push, force)
+            current = _refuse_early(repo, backend, conf, to_push, force)
             sent = _Sent()
             for _ in range(_RESEND_TRIES):
+                before = sent.records + sent.chunks
                 _send(repo, backend, state, to_push, sent, progress_factory, workers)
+                if sent.records + sent.chunks == before and current == to_push:
+                    break   # nothing sent, every ref already there: nothing relied on
                 # a remote gc may have consolidated files this push relied on while
                 # it ran: then the state starts over and what went is sent again
                 if not state.sync(backend) or not state.was_reset:
@@ -273,13 +276,19 @@ def _send(repo: Repo, backend, state: RemoteState, to_push: dict[str, bytes], se
     sent.runs += len(runs)
 
 
-def _refuse_early(repo: Repo, backend, conf, to_push: dict[str, bytes], force: bool) -> None:
+def _refuse_early(repo: Repo, backend, conf, to_push: dict[str, bytes],
+                  force: bool) -> dict[str, bytes]:
     """Refuse a push that cannot land before uploading anything for it (the move
-    itself decides again, by compare-and-swap, at the end)."""
+    itself decides again, by compare-and-swap, at the end). Returns the refs the
+    remote already holds at the pushed commit."""
+    same = {}
     for ref, new in sorted(to_push.items()):
         old = rrefs.read_ref(backend, ref)
-        if old is not None and bytes(old) != new:
+        if old is not None and bytes(old) == new:
+            same[ref] = new
+        elif old is not None:
             _decider(repo, conf, ref, new, force, {})(old)
+    return same
 
 
 def _decider(repo: Repo, conf, ref: str, new: bytes, force: bool, status: dict):
