@@ -305,25 +305,17 @@ def storage(request) -> Path:
 
 # -- a real S3 server (moto) ---------------------------------------------------------
 
-_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "AWS_EC2_METADATA_DISABLED": "true"}
-_AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-              "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
-
-
 @pytest.fixture(scope="session")
 def _s3_server_obj():
     import logging
 
-    from s3server import S3Server
+    from s3server import AWS_ENV, AWS_UNSET, S3Server
     werkzeug_log = logging.getLogger("werkzeug")  # one line per request otherwise
     old_level = werkzeug_log.level
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in _AWS_ENV.items():
+        for name, value in AWS_ENV.items():
             mp.setenv(name, value)
-        for name in _AWS_UNSET:
+        for name in AWS_UNSET:
             mp.delenv(name, raising=False)
         werkzeug_log.setLevel(logging.WARNING)
         server = S3Server()

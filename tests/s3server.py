@@ -1,8 +1,9 @@
 """A real S3-protocol server for the tests: moto's ``ThreadedMotoServer`` on
 127.0.0.1, with a WSGI middleware in front of moto's app that
 
-* counts requests and the bytes sent in GET response bodies (``Traffic.get_bytes``,
-  ``Traffic.requests``), so a test can show what a read moved; ``reset()`` zeroes;
+* counts requests, the bytes sent in GET response bodies and the bytes received in
+  PUT request bodies (``Traffic.requests``, ``get_bytes``, ``put_bytes``), so a test or
+  a benchmark can show what a read or a write moved; ``reset()`` zeroes;
 * injects failures deterministically: ``fail_next(n, status)`` fails the next ``n``
   requests (optionally only of some methods), ``fail_fraction(p, seed)`` fails each
   request with probability ``p`` from a seeded RNG; a failure is a real S3 error
@@ -13,14 +14,16 @@
 * can make moto check credentials (``auth_enforced()``: moto's IAM authentication,
   on for the block; ``iam_user()`` makes a user whose key passes it).
 
-Nothing reaches AWS: the fixtures in conftest.py set dummy ``AWS_*`` variables and
-point every client at this server. Thread-safe: counters and plans hold one lock.
+Nothing reaches AWS: the fixtures in conftest.py (and tools/bench/bench_remote.py) set
+the dummy ``AWS_ENV`` variables, unset ``AWS_UNSET``, and point every client at this
+server. Thread-safe: counters and plans hold one lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -38,6 +41,13 @@ _ERRORS = {
     503: ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
 }
 _MUTATING = {"PUT", "POST", "DELETE"}
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+           "AWS_EC2_METADATA_DISABLED": "true"}
+AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+             "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
 @dataclass(frozen=True)
@@ -67,12 +77,20 @@ class Traffic:
         with self._lock:
             self._requests: list[Request] = []
             self._get_bytes = 0
+            self._put_bytes = 0
 
     @property
     def get_bytes(self) -> int:
         """Bytes sent in the bodies of GET responses since ``reset``."""
         with self._lock:
             return self._get_bytes
+
+    @property
+    def put_bytes(self) -> int:
+        """Bytes received in the bodies of PUT requests since ``reset`` (as they came
+        over the wire: any aws-chunked framing included)."""
+        with self._lock:
+            return self._put_bytes
 
     @property
     def requests(self) -> list[Request]:
@@ -125,7 +143,8 @@ class Traffic:
                 return self._fail_status
             return None
 
-    def _record(self, environ, status: int, sent: int, injected: bool) -> None:
+    def _record(self, environ, status: int, sent: int, injected: bool,
+                received: int = 0) -> None:
         method = environ["REQUEST_METHOD"]
         with self._lock:
             self._requests.append(Request(method, environ.get("PATH_INFO", ""),
@@ -133,9 +152,13 @@ class Traffic:
                                           environ.get("HTTP_RANGE"), status, injected))
             if method == "GET":
                 self._get_bytes += sent
+            elif method == "PUT":
+                self._put_bytes += received
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
+        counted = _CountingInput(environ.get("wsgi.input"))
+        environ["wsgi.input"] = counted
         fault = self._take_fault(method)
         if fault is not None:
             _drain(environ)
@@ -146,7 +169,7 @@ class Traffic:
                 body = b""
             start_response(line, [("Content-Type", "application/xml"),
                                   ("Content-Length", str(len(body)))])
-            self._record(environ, fault, len(body), True)
+            self._record(environ, fault, len(body), True, counted.n)
             return [body]
         seen = {}
 
@@ -162,8 +185,38 @@ class Traffic:
             finally:
                 if hasattr(result, "close"):
                     result.close()
-        self._record(environ, seen.get("status", 0), len(body), False)
+        self._record(environ, seen.get("status", 0), len(body), False, counted.n)
         return [body]
+
+
+class _CountingInput:
+    """The request body stream, counting the bytes read from it."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.n = 0
+
+    def read(self, *args):
+        data = self._stream.read(*args) if self._stream is not None else b""
+        self.n += len(data)
+        return data
+
+    def readline(self, *args):
+        data = self._stream.readline(*args) if self._stream is not None else b""
+        self.n += len(data)
+        return data
+
+    def readinto(self, buf):
+        got = self._stream.readinto(buf) if self._stream is not None else 0
+        self.n += got or 0
+        return got
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _drain(environ) -> None:

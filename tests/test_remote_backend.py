@@ -285,6 +285,24 @@ def test_retries_cover_writes_and_compare_and_swap(remote):
     assert b.read("packs/ff/p5") == b"payload" and b.read("refs/heads/x") == b"v1"
 
 
+def test_s3_server_counts_put_body_bytes(s3_url, s3_traffic):
+    """The benchmark's "bytes the server received" (tools/bench/bench_remote.py)."""
+    url, options = s3_url
+    b = Backend(url, options, backoff=0.0)
+    s3_traffic.reset()
+    b.write("packs/cc/one", b"x" * 100_000)
+    b.write("packs/cc/two", b"y" * 3 * MiB)
+    received = s3_traffic.put_bytes
+    # the bodies, and at most a little framing (aws-chunked) per request
+    assert 100_000 + 3 * MiB <= received <= 100_000 + 3 * MiB + 2 * 1024
+    assert b.read("packs/cc/two") == b"y" * 3 * MiB
+    assert s3_traffic.put_bytes == received  # reads are not counted
+    assert s3_traffic.get_bytes >= 3 * MiB
+    s3_traffic.reset()
+    assert s3_traffic.put_bytes == 0
+    b.close()
+
+
 def test_s3_random_server_errors_are_ridden_out(s3_url, s3_traffic):
     url, options = s3_url
     b = Backend(url, options, retries=8, backoff=0.0)
