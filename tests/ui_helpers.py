@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import struct
 import urllib.error
 import urllib.request
@@ -67,7 +68,7 @@ def make_demo(root: str) -> Demo:
     import h5py
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from versionfs import Repo, Run
+    from versionfs import Repo
     repo = Repo.init(root)
     rows = "\n".join(f"{i},{i * 0.5},name{i}" for i in range(200))
     _write(root, "raw.csv", "id,value,label\n" + rows + "\n")
@@ -96,12 +97,24 @@ def make_demo(root: str) -> Demo:
     commits["experiment"] = repo.snapshot(message="an idea").commit.hex()
     repo.checkout("main")
     runs = {}
+    # the runs look as a user's scripts' would (argv is part of a run's record and of
+    # its commit message; under pytest it would be pytest's own command line)
+    saved_argv, sys.argv = sys.argv, ["prepare.py"]
+    try:
+        return _runs(repo, root, commits, runs)
+    finally:
+        sys.argv = saved_argv
+
+
+def _runs(repo, root, commits, runs) -> Demo:
+    from versionfs import Run
     with Run("prepare", repo) as run:
         run.input(os.path.join(root, "raw.csv"))
         _write(root, "clean.csv", "id,value\n" + "\n".join(f"{i},{i}" for i in range(50)))
         run.output(os.path.join(root, "clean.csv"))
     runs["prepare"] = run.record.id
     train = []
+    sys.argv = ["train.py"]
     for i, lr in enumerate((0.1, 0.05, 0.01)):
         with Run("train", repo) as run:
             run.input(os.path.join(root, "clean.csv"))
