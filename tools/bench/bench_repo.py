@@ -29,9 +29,7 @@ import importlib.util
 import json
 import os
 import platform
-import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,7 +46,9 @@ if HERE not in sys.path:
 
 import common  # noqa: E402
 import gen_dataset  # noqa: E402
-from common import Row, drop_caches, du_bytes, fmt_bytes, fmt_seconds, fs_used_bytes  # noqa: E402
+from common import (  # noqa: E402
+    Row, drop_caches, du_bytes, fmt_bytes, fmt_seconds, fs_used_bytes, begin,
+)
 
 common.FORMATS.setdefault("GB/s", lambda v: f"{v / 1e9:.2f} GB/s")
 common.FORMATS.setdefault("x", lambda v: f"{v:.3f}x")
@@ -662,16 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: not root: caches cannot be dropped and XFS cannot be mounted",
               file=sys.stderr)
 
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-
-    exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) \
-        else sys.executable
-    script = os.path.relpath(os.path.abspath(__file__), ROOT)
-    print(f"$ {shlex.join([exe, script, *sys.argv[1:]])}\n")
+    begin(__file__)
     for line in machine_info():
         print(line)
     large_total = 2 * args.large_mib << 20

@@ -47,7 +47,6 @@ import os
 import pstats
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -61,7 +60,7 @@ if HERE not in sys.path:
 
 import gen_dataset  # noqa: E402
 from bench_repo import machine_info  # noqa: E402
-from common import drop_caches, fmt_bytes, fmt_seconds  # noqa: E402
+from common import drop_caches, fmt_bytes, fmt_seconds, begin  # noqa: E402
 
 VFS = [sys.executable, "-m", "versionfs"]
 RACY_WAIT = 0.3  # > the scanner's 100 ms racy window, so files get stat cache entries
@@ -539,15 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the tree and repository")
     a = ap.parse_args(argv)
 
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-
-    exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) \
-        else sys.executable
-    print(f"$ {shlex.join([exe, os.path.relpath(os.path.abspath(__file__), ROOT), *sys.argv[1:]])}\n")
+    begin(__file__)
     for line in machine_info():
         print(line)
     top = tempfile.mkdtemp(prefix="vfs-bench-scale-", dir=a.dir)

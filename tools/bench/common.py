@@ -149,3 +149,21 @@ def print_table(rows: Iterable[Row], baseline_name: str = "baseline",
     if title:
         print(f"\n### {title}\n")
     print(markdown_table(rows, baseline_name))
+
+
+def begin(script: str) -> None:
+    """What every benchmark does first: SIGTERM/SIGHUP become KeyboardInterrupt (so
+    its ``finally`` blocks unmount and clean up), and its command line is printed."""
+    import shlex
+    import signal
+    import sys
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    exe = os.path.relpath(sys.executable, root) if sys.executable.startswith(root) \
+        else sys.executable
+    print(f"$ {shlex.join([exe, os.path.relpath(os.path.abspath(script), root), *sys.argv[1:]])}\n")

@@ -26,14 +26,13 @@ Thread-safe: pure, apart from the probes of the local filesystem.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 from ..errors import NotARepository
+from ..remote.lazy import is_remote_url
 from ..repo.repository import normalize_path, repo_at
 from ..repo.revisions import rev_splits
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +57,7 @@ class VersionUrl:
         return self.name(f"{self.path}/{name}" if self.path else name)
 
 
-def is_remote(repo: str) -> bool:
-    """Whether ``repo`` is a remote URL (it starts with a scheme and ``://``)."""
-    return bool(_SCHEME.match(repo))
+is_remote = is_remote_url  # a scheme and ``://`` (remote.lazy says what a remote URL is)
 
 
 def parse_url(text: str) -> VersionUrl:

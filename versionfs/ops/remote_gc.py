@@ -23,7 +23,6 @@ Thread-safety: one call at a time per remote.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 import msgpack
@@ -33,9 +32,8 @@ from ..records import runs as rr
 from ..remote import config as rconfig
 from ..remote import layout
 from ..remote import refs as rrefs
-from ..remote.layout import PackEntry
 from ..remote.plan import missing
-from ..remote.state import RemoteState, decode_chunk_value
+from ..remote.state import RemoteState
 from ..repo.repository import Repo
 from .remote import open_backend
 
@@ -90,11 +88,7 @@ def _collect(conf, backend, state: RemoteState, grace, dry_run, now) -> RemoteGc
                 continue
         roots = [c for c in roots if c in records["commits"]]
         live = missing(roots, sv.get, lambda k, i: False)
-        chunks_of: dict[bytes, list[PackEntry]] = defaultdict(list)
-        with state.index.read() as txn:
-            for cid, raw in txn.items("chunks"):
-                pid, off, length = decode_chunk_value(raw)
-                chunks_of[pid].append(PackEntry(bytes(cid), off, length))
+    chunks_of = state.pack_entries()
     live_chunks = live.chunks
     dead_packs = [n for n in packs_listed
                   if not any(e.cid in live_chunks for e in chunks_of.get(layout.name_id(n), ()))]
@@ -123,7 +117,7 @@ def _consolidate(backend, state, records, gone_records, chunks_of, packs_listed,
     for name, size in packs_listed.items():
         pid = layout.name_id(name)
         if name not in gone_packs and pid in chunks_of:
-            keep_packs[pid] = (size, sorted(chunks_of[pid], key=lambda e: e.offset))
+            keep_packs[pid] = (size, chunks_of[pid])
     index = layout.encode_index(keep_packs)
     bundle = layout.encode_records({
         kind: [(oid, enc) for oid, enc in recs.items()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Iterator
 
@@ -51,11 +52,13 @@ def default_cache_dir() -> str:
     return os.path.join(base, "versionfs")
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def is_remote_url(spec: str) -> bool:
     """Whether a repository argument names a remote (``s3://…``, ``file://…``,
-    ``memory://…``) rather than a local path."""
-    head, sep, _ = spec.partition("://")
-    return bool(sep) and head.replace("+", "").replace("-", "").isalnum()
+    ``memory://…``: a scheme and ``://``) rather than a local path."""
+    return bool(_SCHEME.match(spec))
 
 
 class LazyStore:
@@ -127,8 +130,9 @@ class LazyStore:
                             f"chunk {ObjectId(cid).short} is not on the remote "
                             f"{self.backend.url}; the remote is incomplete", object_id=cid)
                     wanted.append((cid, *where))
-                self.fetched_bytes += download(self.backend, wanted, self.cache.put,
-                                               workers=self.workers)
+                got = download(self.backend, wanted, self.cache.put, workers=self.workers)
+                with self._lock:
+                    self.fetched_bytes += got
         finally:
             with self._lock:
                 for cid in mine:

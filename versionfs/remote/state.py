@@ -68,6 +68,17 @@ class RemoteState:
         """A read transaction for many questions in a row (``StateView``)."""
         return _StateView(self.index)
 
+    def pack_entries(self) -> dict[bytes, list[PackEntry]]:
+        """Every pack the index files name, with its chunks in offset order."""
+        out: dict[bytes, list[PackEntry]] = {}
+        with self.index.read() as txn:
+            for cid, raw in txn.items("chunks"):
+                pid, off, length = decode_chunk_value(raw)
+                out.setdefault(pid, []).append(PackEntry(bytes(cid), off, length))
+        for entries in out.values():
+            entries.sort(key=lambda e: e.offset)
+        return out
+
     def counts(self) -> dict[str, int]:
         with self.index.read() as txn:
             return {"chunks": txn.count("chunks"), "records": txn.count("records"),

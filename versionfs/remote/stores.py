@@ -153,6 +153,16 @@ TMP_DIR = ".vfs-remote-tmp"
 LOCK_FILE = ".vfs-remote-lock"
 
 
+def _tagged(store, name: str) -> tuple[bytes, str] | None:
+    """The object and its tag (the BLAKE3 of its bytes), for stores whose only
+    version of an object is its content."""
+    try:
+        data = store.get(name)
+    except FileNotFoundError:
+        return None
+    return data, content_tag(data)
+
+
 class DirStore:
     """A remote that is a directory on this machine (or a network mount)."""
 
@@ -183,11 +193,7 @@ class DirStore:
             os.close(fd)
 
     def get_tagged(self, name: str) -> tuple[bytes, str] | None:
-        try:
-            data = self.get(name)
-        except FileNotFoundError:
-            return None
-        return data, content_tag(data)
+        return _tagged(self, name)
 
     def head(self, name: str) -> tuple[int, float] | None:
         try:
@@ -337,11 +343,7 @@ class FsspecStore:
         return self.fs.cat_file(self._path(name), start=offset, end=offset + length)
 
     def get_tagged(self, name: str) -> tuple[bytes, str] | None:
-        try:
-            data = self.get(name)
-        except FileNotFoundError:
-            return None
-        return data, content_tag(data)
+        return _tagged(self, name)
 
     def head(self, name: str) -> tuple[int, float] | None:
         try:
