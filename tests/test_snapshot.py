@@ -262,25 +262,137 @@ def test_scans_of_paths_use_the_stat_cache_of_those_paths_only(ext4_dir):
     repo.close()
 
 
-def test_a_stat_cache_too_large_for_memory_is_looked_up_per_file(ext4_dir, monkeypatch):
-    """Above ``BULK_CACHE`` entries the scan looks each file up: it still reads
-    nothing unchanged and still finds the entries of vanished files."""
-    from versionfs.workspace import scan
+def _fresh_scan(repo):
+    """A scan that cannot use the dir state (its table emptied in a transaction that
+    is then aborted): what the workspace holds, planned file by file."""
+    from versionfs.workspace.scan import scan_workspace
+
+    class Abort(Exception):
+        pass
+    try:
+        with repo.index.write() as txn:
+            for key in list(txn.keys("dirstate")):
+                txn.delete("dirstate", key)
+            out = {}
+            out["root"] = scan_workspace(repo).root
+            raise Abort
+    except Abort:
+        return out["root"]
+
+
+def _dirstate(repo) -> dict:
+    with repo.index.read() as txn:
+        return dict(txn.items("dirstate"))
+
+
+def test_a_scan_reuses_the_trees_of_directories_whose_listing_did_not_change(ext4_dir):
+    """Every directory of an unchanged workspace takes its tree from the dir state;
+    a change deep down replans that directory and those above it only, and the trees
+    equal what a file-by-file scan gives."""
+    from versionfs.workspace.scan import scan_workspace
     ws = ext4_dir / "ws"
     repo = new_repo(ws)
-    for i in range(6):
+    for rel in ("top.txt", "a/b/c/deep.txt", "a/b/other.txt", "a/side/s.txt",
+                "z/z.txt", "z/empty/.keep"):
+        write(ws, rel, rel)
+    os.symlink("top.txt", ws / "a" / "link")
+    settle()
+    repo.snapshot(message="first")
+    assert set(_dirstate(repo)) == {b"/", b"/a", b"/a/b", b"/a/b/c", b"/a/side", b"/z",
+                                    b"/z/empty"}
+    work = scan_workspace(repo)
+    assert work.stats.dirs == work.stats.dirs_reused == 7
+    assert work.stats.files == 6 and work.stats.symlinks == 1 and work.stats.files_read == 0
+    assert work.root == repo.commit(repo.head()).tree
+    write(ws, "a/b/c/deep.txt", "changed")
+    settle()
+    work = scan_workspace(repo)
+    assert work.stats.dirs_reused == 3   # a/side, z, z/empty
+    assert work.stats.files_read == 1
+    assert work.root == _fresh_scan(repo) != repo.commit(repo.head()).tree
+    second = repo.snapshot(message="second")
+    assert second.created and repo.commit(second.commit).stats["files"] == 6
+    assert scan_workspace(repo).stats.dirs_reused == 7
+    repo.close()
+
+
+def test_the_scan_finds_the_entries_of_vanished_files_and_directories(ext4_dir):
+    """Stat cache entries of deleted files and of everything under a deleted or
+    replaced directory go, with the dir states of those directories; a directory
+    whose names did not change is not searched."""
+    from versionfs.workspace.scan import scan_workspace
+    ws = ext4_dir / "ws"
+    repo = new_repo(ws)
+    for i in range(4):
         write(ws, f"d/f{i}", f"file {i}")
+    for rel in ("d/sub/x", "d/sub/deeper/y", "d/sub2/z", "d.txt", "d0/w"):
+        write(ws, rel, rel)
     settle()
     repo.snapshot(message="first")
     os.unlink(ws / "d" / "f3")
-    monkeypatch.setattr(scan, "BULK_CACHE", 2)
-    for paths in (None, ["d"]):
-        work = scan.scan_workspace(repo, paths=paths)
-        assert work.stats.files_read == 0 and work.stats.files == 5
-    assert work.stale == [] and scan.scan_workspace(repo).stale == [b"d/f3"]
+    import shutil
+    shutil.rmtree(ws / "d" / "sub")
+    shutil.rmtree(ws / "d" / "sub2")
+    write(ws, "d/sub2", "now a file")
+    settle()
+    work = scan_workspace(repo)
+    assert sorted(work.stale) == [b"d/f3", b"d/sub/deeper/y", b"d/sub/x", b"d/sub2/z"]
+    assert sorted(work.stale_dirs) == [b"/d/sub", b"/d/sub/deeper", b"/d/sub2"] or \
+        sorted(set(work.stale_dirs)) == [b"/d", b"/d/sub", b"/d/sub/deeper", b"/d/sub2"]
     repo.snapshot(message="second")
     with repo.index.read() as txn:
-        assert sorted(txn.keys("statcache")) == [f"d/f{i}".encode() for i in (0, 1, 2, 4, 5)]
+        assert sorted(txn.keys("statcache")) == [
+            b"d.txt", b"d/f0", b"d/f1", b"d/f2", b"d/sub2", b"d0/w"]
+    assert set(_dirstate(repo)) == {b"/", b"/d", b"/d0"}
+    assert scan_workspace(repo).stats.dirs_reused == 3
+    repo.close()
+
+
+def test_a_directory_with_a_racy_file_is_not_remembered_nor_reused_above(ext4_dir):
+    """A file too recent for the stat cache keeps its directory out of the dir state,
+    so no directory above it is reused either: the next scan reads that file again."""
+    from versionfs.workspace.scan import scan_workspace
+    ws = ext4_dir / "ws"
+    repo = new_repo(ws)
+    write(ws, "a/b/old.txt", "old")
+    write(ws, "c/other.txt", "other")
+    settle()
+    repo.snapshot(message="first")
+    future = time.time_ns() + 3600 * 10**9
+    write(ws, "a/b/new.txt", "new", mtime_ns=future)
+    repo.snapshot(message="second")
+    assert b"/a/b" not in _dirstate(repo) and b"/c" in _dirstate(repo)
+    work = scan_workspace(repo)
+    assert work.stats.files_read == 1 and work.stats.dirs_reused == 1
+    assert work.root == repo.commit(repo.head()).tree
+    repo.close()
+
+
+def test_the_dir_state_is_not_used_after_the_ignore_rules_or_its_trees_change(ext4_dir):
+    """New ignore rules make every listing new (and drop the stat cache entries of
+    what is now ignored); a tree gc removed is never taken from the dir state."""
+    from versionfs.workspace.scan import scan_workspace
+    ws = ext4_dir / "ws"
+    repo = new_repo(ws)
+    write(ws, "keep/a.txt", "a")
+    write(ws, "logs/run.log", "log")
+    settle()
+    repo.snapshot(message="first")
+    assert scan_workspace(repo).stats.dirs_reused == 3
+    write(ws, ".vfsignore", "logs/\n")
+    settle()
+    work = scan_workspace(repo)
+    assert work.stats.dirs_reused == 0 and b"logs/run.log" in work.stale
+    repo.snapshot(message="ignoring logs")
+    assert scan_workspace(repo).stats.dirs_reused == 2
+    with repo.index.write() as txn:   # as if gc had removed the tree of keep/
+        tid = txn.get("dirstate", b"/keep")[16:48]
+        saved = txn.get("trees", tid)
+        txn.delete("trees", tid)
+    work = scan_workspace(repo)
+    assert work.stats.dirs_reused == 0
+    with repo.index.write() as txn:
+        txn.put("trees", tid, saved)
     repo.close()
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from . import reach, roots
 from ..errors import CorruptObject, LockBusy, VfsError
-from ..records.model import BlobKind, ChunkLoc, decode_chunkloc
+from ..records.model import DIRSTATE_TREE, BlobKind, ChunkLoc, decode_chunkloc
 from .reach import Progress, statcache_file_id
 
 __all__ = ["GcResult", "gc"]
@@ -119,6 +119,11 @@ def _dead_keys(txn, live: reach.Reachable) -> dict[str, list[bytes]]:
 
 def _dead_statcache(txn, live: reach.Reachable) -> list[bytes]:
     return [k for k, v in txn.items("statcache") if statcache_file_id(v) not in live.files]
+
+
+def _dead_dirstate(txn, live: reach.Reachable) -> list[bytes]:
+    """Dir states naming a tree gc removes (a scan would not reuse them anyway)."""
+    return [k for k, v in txn.items("dirstate") if v[DIRSTATE_TREE] not in live.trees]
 
 
 # --------------------------------------------------------------------------
@@ -283,6 +288,8 @@ def _collect(repo, progress, keep) -> GcResult:
                 txn.delete(db, key)
         for key in stale:
             txn.delete("statcache", key)
+        for key in _dead_dirstate(txn, live):
+            txn.delete("dirstate", key)
     if progress:
         progress("sweep", 1, 1)
     # Records are gone (committed); blobs only they pointed into can go now.

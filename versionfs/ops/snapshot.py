@@ -87,7 +87,8 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
             raise
         unchanged = parent is not None and repo.commit(parent).tree == work.root
         if unchanged and not allow_empty:
-            if tag is not None or work.statcache or work.stale or on_write:
+            if (tag is not None or work.statcache or work.stale or work.dirstate
+                    or work.stale_dirs or on_write):
                 _write(repo, work, None, None, tag, parent, full=not paths,
                        on_write=on_write)
             cid, created = parent, False
@@ -140,6 +141,10 @@ def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool,
         if full:
             for key in work.stale:
                 txn.delete("statcache", key)
+            for key in work.stale_dirs:
+                txn.delete("dirstate", key)
+            for key, rec in work.dirstate.items():
+                txn.put("dirstate", key, rec)
         if cid is not None:
             txn.put("commits", cid, enc)
             refs.advance_head(txn, cid, expect=parent)

@@ -296,3 +296,13 @@ def decode_statcache(raw: bytes | None) -> tuple[bytes, ObjectId] | None:
     if raw is None or len(raw) != STATCACHE_VALUE_LEN:
         return None
     return raw[:STAT_LEN], ObjectId(raw[STAT_LEN:])
+
+
+# dir state values (the ``dirstate`` table): a digest of the directory's listing, the
+# tree id it gave, the directory's own packed stat, the ignore rules' salt
+
+DIRSTATE_DIGEST_LEN = 16
+DIRSTATE_SALT_LEN = 8
+DIRSTATE_TREE = slice(DIRSTATE_DIGEST_LEN, DIRSTATE_DIGEST_LEN + ID_LEN)
+DIRSTATE_STAT = slice(DIRSTATE_TREE.stop, DIRSTATE_TREE.stop + STAT_LEN)
+DIRSTATE_SALT = slice(DIRSTATE_STAT.stop, DIRSTATE_STAT.stop + DIRSTATE_SALT_LEN)

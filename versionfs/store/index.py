@@ -26,7 +26,7 @@ from ..records.model import (
 )
 
 DB_NAMES = ("meta", "chunks", "files", "trees", "commits", "refs", "statcache",
-            "runs", "runcache")
+            "runs", "runcache", "dirstate")
 
 # A sparse reservation: LMDB maps this much address space but the file grows only
 # with the data. 1 TiB of address space costs nothing on 64-bit Linux.
@@ -87,7 +87,10 @@ class Index:
             # Opened outside a transaction: handles opened inside a read-only one
             # are invalid once it ends.
             for name in names:
-                self.dbs[name] = self.env.open_db(name.encode(), create=False)
+                try:
+                    self.dbs[name] = self.env.open_db(name.encode(), create=False)
+                except lmdb.NotFoundError:
+                    pass   # a table a newer version adds (a scan's dirstate): unused here
         else:
             with self.env.begin(write=True) as txn:
                 for name in names:
@@ -158,17 +161,21 @@ class Txn:
     def has(self, db: str, key: bytes) -> bool:
         return self.txn.get(key, db=self.dbs[db]) is not None
 
-    def items(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    def items(self, db: str, prefix: bytes = b"", *,
+              start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Keys and values whose keys start with ``prefix``, in key order, from the
+        first key at or above ``start`` (default: ``prefix``)."""
         with self.txn.cursor(db=self.dbs[db]) as cur:
-            if not cur.set_range(prefix):
+            if not cur.set_range(prefix if start is None else start):
                 return
             for key, value in cur:
                 if not key.startswith(prefix):
                     return
                 yield key, value
 
-    def keys(self, db: str, prefix: bytes = b"") -> Iterator[bytes]:
-        for key, _ in self.items(db, prefix):
+    def keys(self, db: str, prefix: bytes = b"", *,
+             start: bytes | None = None) -> Iterator[bytes]:
+        for key, _ in self.items(db, prefix, start=start):
             yield key
 
     def as_dict(self, db: str) -> dict[bytes, bytes]:

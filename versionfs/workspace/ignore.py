@@ -20,6 +20,7 @@ TMP_PREFIX = ".vfs-tmp-"
 class Ignore:
     def __init__(self, lines: list[str]):
         self._spec = None
+        self.lines = tuple(lines)
         if lines:
             import pathspec  # only workspaces with ignore rules pay for it
             self._spec = pathspec.GitIgnoreSpec.from_lines(lines)

@@ -84,6 +84,7 @@ class FileJob:
 class ScanStats:
     files: int = 0
     dirs: int = 0
+    dirs_reused: int = 0  # directories whose tree came from the dir state
     symlinks: int = 0
     files_read: int = 0
     bytes_read: int = 0
@@ -109,9 +110,9 @@ class WorkTree:
         self.file_objs: dict[bytes, FileRecord] = {}
         self.chunk_locs: dict[bytes, ChunkLoc] = {}
         self.statcache: dict[bytes, bytes] = {}   # rel path -> encoded stat record
-        self.seen_paths: set[bytes] = set()       # keys looked up (stat cache
-                                                  # above scan.BULK_CACHE only)
         self.stale: list[bytes] = []              # cache entries of vanished paths
+        self.dirstate: dict[bytes, bytes] = {}    # dir state key -> value (full scans)
+        self.stale_dirs: list[bytes] = []         # dir states to drop (full scans)
         self.ingestor: Ingestor | None = None     # what read the files (scan_workspace)
         self.stats = ScanStats()
 

@@ -33,14 +33,11 @@ from .ingest import (  # noqa: F401  (re-exported: the scan's records)
     RACY_NS, RETRIES, FileJob, Ingestor, ScanStats, WorkTree, stat_key,
 )
 from ..records.model import (
+    DIRSTATE_DIGEST_LEN, DIRSTATE_SALT, DIRSTATE_SALT_LEN, DIRSTATE_STAT, DIRSTATE_TREE,
     STAT_LEN, STAT_PACK, STATCACHE_VALUE_LEN, Kind, ObjectId, TreeEntry, decode_statcache,
     encode_statcache, encode_tree, encode_tree_rows, make_tree, stat_bytes, tree_id,
 )
 from ..repo.repository import Repo, normalize_path
-
-# Stat caches up to this many entries are read into memory in one pass per scan.
-BULK_CACHE = 1_000_000
-
 
 def _fs_name(rel: str) -> bytes:
     return rel.encode("utf-8", "surrogateescape")
@@ -78,7 +75,9 @@ class _Dir:
     walk makes it, a tuple (which the garbage collector stops tracking); the
     others are lists. ``subdirs`` pairs each directory's row with its plan (the id is
     its tree's), ``jobs`` each file to read with its row (size and id come from the
-    read); ``size`` sums the final rows' file and link sizes.
+    read); ``size`` sums the final rows' file and link sizes. A directory whose
+    listing matches its dir state (see ``Scanner._plan``) has no rows: ``reused`` is
+    its tree id.
     """
     rel: str
     st: os.stat_result
@@ -86,10 +85,22 @@ class _Dir:
     subdirs: list = field(default_factory=list)
     jobs: list = field(default_factory=list)
     size: int = 0
+    digest: bytes | None = None    # of the listing, when a dir state may be recorded
+    reused: bytes | None = None    # the tree id, when taken from the dir state
 
 
 class Scanner:
-    """Walks a workspace into ``_Dir`` plans, then builds trees from them."""
+    """Walks a workspace into ``_Dir`` plans, then builds trees from them.
+
+    A full scan consults and keeps the **dir state** (the ``dirstate`` table, see
+    docs/format.md): per directory, a digest of its listing (each entry's name and
+    packed lstat), the tree id it gave and its own packed stat. A directory whose
+    listing digest matches and whose subdirectories all matched theirs has that tree
+    again: no row, encoding or hash is made for it. The stat cache is read one file
+    at a time (an LMDB lookup costs what a dict's did, without holding a million
+    entries), and the entries of vanished paths are found per directory, only where
+    the directory's own stat says names came or went.
+    """
 
     def __init__(self, repo: Repo, work: WorkTree, warn: Callable[[str], None]):
         self.repo = repo
@@ -99,41 +110,30 @@ class Scanner:
         self.jobs: list[FileJob] = []
         self.start_ns = time.time_ns()
         self._txn = None
-        # The stat cache entries the walk may meet, popped as it meets them; None
-        # when too many to hold (then each file is looked up in ``_txn``).
-        self._cache: dict[bytes, bytes] | None = None
+        # Full scans use and keep the dir state; a scan of PATHS neither.
+        self._use_state = False
+        # Listings of different ignore rules never match (nor does an old state).
+        self._salt = hash_bytes("\n".join(("vfs-dirstate-1",) + self.ignore.lines)
+                                .encode("utf-8", "surrogateescape"))[:DIRSTATE_SALT_LEN]
         # Called with each directory's new jobs as soon as the directory is listed.
         self.on_jobs: Callable[[list[FileJob]], None] | None = None
 
     def walk(self) -> _Dir:
-        """The plan of the whole workspace; also lists the stat cache entries of
-        paths that are gone (``work.stale``)."""
+        """The plan of the whole workspace; also lists the stat cache and dir state
+        entries of paths that are gone (``work.stale``, ``work.stale_dirs``)."""
         ws = self.repo.workspace
         with self.repo.index.read() as txn:
             self._txn = txn
-            # One pass over the stat cache beats one lookup per file, up to a size.
-            if txn.count("statcache") <= BULK_CACHE:
-                self._cache = txn.as_dict("statcache")
+            self._use_state = True
             try:
                 try:
                     st = os.lstat(ws)
                 except OSError as exc:
                     raise from_oserror(exc, "reading the workspace") from None
-                node = self._walk_dir(ws, "", st)
-                if self._cache is not None:   # what the walk did not pop is gone
-                    self.work.stale = list(self._cache)
-                else:
-                    seen = self.work.seen_paths
-                    self.work.stale = [k for k in txn.keys("statcache") if k not in seen]
-                return node
+                return self._walk_dir(ws, "", st)
             finally:
                 self._txn = None
-                self._cache = None
-
-    def _lookup(self, key: bytes, default=None) -> bytes | None:
-        """The stat cache value of ``key`` (a cache too large to hold in memory)."""
-        self.work.seen_paths.add(key)
-        return self._txn.get("statcache", key)
+                self._use_state = False
 
     def _walk_dir(self, path: str, rel: str, st: os.stat_result,
                   parent_fd: int | None = None) -> _Dir:
@@ -161,23 +161,20 @@ class Scanner:
         """Plan entries of directory ``path`` (listed from its descriptor ``fd``)
         into ``node``, then walk its subdirectories.
 
-        The loop is the scan's hot path: a regular file whose stat matches its
-        stat cache value (one bytes compare against the packed stat) becomes its
-        final tree row at once, with no other object made for it.
+        The loop is the scan's hot path: one lstat and one packed stat per entry;
+        the digest of those decides whether the directory is planned file by file.
         """
         rel = node.rel
         prefix = f"{rel}/" if rel else ""
-        bprefix = _fs_name(prefix)
         # Without .vfsignore rules only dot names can be ignored (see ``Ignore``).
         check = self.ignore.has_rules or rel.startswith(".vfs")
         ignored = self.ignore.ignored
-        cache = self._cache
-        lookup = cache.pop if cache is not None else self._lookup
         pack = STAT_PACK
-        rows = node.rows
-        first_job = len(self.jobs)
+        listed = []
+        parts = [self._salt]
         subdirs = []
-        files = size = 0
+        files = size = links = 0
+        special = False
         for de in entries:
             name = de.name
             try:
@@ -187,58 +184,110 @@ class Scanner:
             except OSError as exc:
                 raise from_oserror(exc, f"reading {prefix}{name}") from None
             mode = st.st_mode
+            if (check or name.startswith(".")) and ignored(prefix + name, S_ISDIR(mode)):
+                continue
+            bname = name.encode("utf-8", "surrogateescape")
+            packed = pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                          st.st_ctime_ns, mode)
+            parts.append(bname + b"/" + packed)   # a name holds no "/": unambiguous
             if S_ISREG(mode):  # the common case first
-                if (check or name.startswith(".")) and ignored(prefix + name, False):
-                    continue
                 files += 1
-                bname = name.encode("utf-8", "surrogateescape")
-                key = bprefix + bname
-                raw = lookup(key, None)
-                n = st.st_size
-                mtime = st.st_mtime_ns
-                if raw is not None and len(raw) == STATCACHE_VALUE_LEN:
-                    if raw.startswith(pack(st.st_dev, st.st_ino, n, mtime,
-                                           st.st_ctime_ns, mode)):
-                        rows.append((bname, 1, mode & 0o7777, n, mtime, raw[STAT_LEN:],
-                                     b""))
-                        size += n
-                        continue
-                    prev = ObjectId(raw[STAT_LEN:])
-                else:
-                    prev = None
-                job = FileJob(prefix + name, f"{path}/{name}", st, prev=prev)
-                row = [bname, 1, mode & 0o7777, 0, mtime, None, b""]
-                rows.append(row)
-                node.jobs.append((row, job))
-                self.jobs.append(job)
+                size += st.st_size
+                listed.append((name, bname, st, packed))
             elif S_ISDIR(mode):
-                sub_rel = prefix + name
-                if not ignored(sub_rel, True):
-                    subdirs.append((_fs_name(name), f"{path}/{name}", sub_rel, st))
+                subdirs.append((bname, f"{path}/{name}", prefix + name, st))
             else:
-                size += self._special(rows, de, fd, prefix + name, st)
+                if stat.S_ISLNK(mode):
+                    links += 1
+                    size += st.st_size
+                else:
+                    special = True   # planned each time, so its warning is given
+                listed.append((name, bname, st, packed))
         self.work.stats.files += files
+        prev = None
+        if self._use_state:
+            node.digest = hash_bytes(b"".join(parts))[:DIRSTATE_DIGEST_LEN]
+            prev = self._txn.get("dirstate", state_key(rel))
+            if prev is not None and prev[DIRSTATE_SALT] != self._salt:
+                prev = None
+        same = prev is not None and not special and prev.startswith(node.digest)
+        if not same:
+            self._files(node, listed, path, prefix, fd)
+            if self._use_state and (prev is None
+                                    or prev[DIRSTATE_STAT] != stat_bytes(node.st)):
+                self._find_stale(rel, listed, subdirs)
+        children = [self._walk_dir(sub_path, sub_rel, sub_st, fd)
+                    for _, sub_path, sub_rel, sub_st in subdirs]
+        if same:
+            tid = prev[DIRSTATE_TREE]
+            if all(c.reused is not None for c in children) and self._txn.has("trees", tid):
+                node.reused = tid
+                self.work.stats.dirs_reused += 1
+                self.work.stats.symlinks += links
+                self.work.stats.tree_bytes += size
+                return
+            self._files(node, listed, path, prefix, fd)
+        for (bname, _, _, sub_st), child in zip(subdirs, children):
+            row = [bname, 2, stat.S_IMODE(sub_st.st_mode), 0, sub_st.st_mtime_ns, None, b""]
+            node.rows.append(row)
+            node.subdirs.append((row, child))
+
+    def _files(self, node: _Dir, listed: list, path: str, prefix: str, fd: int) -> None:
+        """Rows of the listed files and links: a regular file whose stat matches its
+        stat cache value (one bytes compare) gets its final row at once; the others
+        become jobs, handed to ``on_jobs`` before the walk goes deeper."""
+        get = self._txn.get
+        rows = node.rows
+        bprefix = _fs_name(prefix)
+        first_job = len(self.jobs)
+        size = 0
+        for name, bname, st, packed in listed:
+            mode = st.st_mode
+            if not S_ISREG(mode):
+                size += self._special(rows, bname, fd, prefix + name, st)
+                continue
+            raw = get("statcache", bprefix + bname)
+            n = st.st_size
+            mtime = st.st_mtime_ns
+            if raw is not None and len(raw) == STATCACHE_VALUE_LEN:
+                if raw.startswith(packed):
+                    rows.append((bname, 1, mode & 0o7777, n, mtime, raw[STAT_LEN:], b""))
+                    size += n
+                    continue
+                prev = ObjectId(raw[STAT_LEN:])
+            else:
+                prev = None
+            job = FileJob(prefix + name, f"{path}/{name}", st, prev=prev)
+            row = [bname, 1, mode & 0o7777, 0, mtime, None, b""]
+            rows.append(row)
+            node.jobs.append((row, job))
+            self.jobs.append(job)
         node.size += size
         if self.on_jobs is not None and len(self.jobs) > first_job:
             # this directory's files start being read while the walk goes on
             self.on_jobs(self.jobs[first_job:])
-        for name, sub_path, sub_rel, sub_st in subdirs:  # after this directory's files
-            row = [name, 2, stat.S_IMODE(sub_st.st_mode), 0, sub_st.st_mtime_ns, None, b""]
-            rows.append(row)
-            node.subdirs.append((row, self._walk_dir(sub_path, sub_rel, sub_st, fd)))
 
-    def _special(self, rows: list, de: os.DirEntry, fd: int, rel: str,
+    def _find_stale(self, rel: str, listed: list, subdirs: list) -> None:
+        """Stat cache entries of files no longer directly in ``rel`` and of anything
+        under its subdirectories that are gone (``work.stale``), and the dir state
+        of those subdirectories (``work.stale_dirs``)."""
+        files = {bname for _, bname, st, _ in listed if S_ISREG(st.st_mode)}
+        dirs = {bname for bname, _, _, _ in subdirs}
+        self.work.stale += _gone(self._txn, "statcache", _fs_name(f"{rel}/" if rel else ""),
+                                 files, dirs)
+        self.work.stale_dirs += _gone(self._txn, "dirstate", state_key(rel).rstrip(b"/")
+                                      + b"/", dirs, dirs)
+
+    def _special(self, rows: list, bname: bytes, fd: int, rel: str,
                  st: os.stat_result) -> int:
         """Plan a symbolic link (returns its size) or skip a fifo, socket or device."""
         mode = st.st_mode
-        if self.ignore.ignored(rel, False):
-            return 0
         if stat.S_ISLNK(mode):
             try:
-                target = os.readlink(_fs_name(de.name), dir_fd=fd)
+                target = os.readlink(bname, dir_fd=fd)
             except OSError as exc:
                 raise from_oserror(exc, f"reading link {rel}") from None
-            rows.append((_fs_name(de.name), 3, stat.S_IMODE(mode), len(target),
+            rows.append((bname, 3, stat.S_IMODE(mode), len(target),
                          st.st_mtime_ns, hash_bytes(target), target))
             self.work.stats.symlinks += 1
             return len(target)
@@ -266,6 +315,8 @@ class Scanner:
                          node.st.st_mtime_ns, tid)
 
     def _build(self, node: _Dir) -> ObjectId:
+        if node.reused is not None:
+            return ObjectId(node.reused)
         size = node.size
         for row, job in node.jobs:
             row[3] = job.size
@@ -279,7 +330,53 @@ class Scanner:
         enc = encode_tree_rows(rows)
         tid = tree_id(enc)
         self.work.trees[tid] = enc
+        if node.digest is not None:
+            self._remember(node, tid)
         return tid
+
+    def _remember(self, node: _Dir, tid: bytes) -> None:
+        """Keep the directory's state for the next scan, or drop a stale one: a
+        directory is remembered only when every file in it has its stat cache entry
+        and its own stat is not racy (a name could still come or go unseen)."""
+        key = state_key(node.rel)
+        st = node.st
+        cached = self.work.statcache
+        if max(st.st_mtime_ns, st.st_ctime_ns) < self.start_ns - RACY_NS and all(
+                cache_key(job.rel) in cached for _, job in node.jobs):
+            self.work.dirstate[key] = node.digest + bytes(tid) + stat_bytes(st) + self._salt
+        else:
+            self.work.stale_dirs.append(key)
+
+
+def state_key(rel: str) -> bytes:
+    """The dir state key of workspace directory ``rel``: ``/`` + its path (the root
+    is ``/``; LMDB keys cannot be empty)."""
+    return b"/" + _fs_name(rel)
+
+
+def _gone(txn, db: str, prefix: bytes, keep: set, dirs: set) -> list[bytes]:
+    """Keys of ``db`` under directory ``prefix`` (``/``-terminated, or empty for the
+    workspace root) but for its direct children named in ``keep`` and anything under
+    its subdirectories named in ``dirs`` (skipped, not read)."""
+    gone = []
+    start = prefix
+    skip = len(prefix)
+    while True:
+        for key in txn.keys(db, prefix, start=start):
+            rest = key[skip:]
+            cut = rest.find(b"/")
+            if cut < 0:
+                if rest and rest not in keep:
+                    gone.append(key)
+                continue
+            sub = rest[:cut]
+            if sub in dirs:
+                start = prefix + sub + b"0"   # "0" follows "/": past all of sub/
+                break
+            gone.append(key)
+        else:
+            return gone
+
 
 
 _first = itemgetter(0)
@@ -419,7 +516,6 @@ def _walk_path(scanner: Scanner, rel: str) -> _Dir | None:
     holder = _Dir(os.path.dirname(rel), st)
     with scanner.repo.index.read() as txn:
         scanner._txn = txn
-        scanner._cache = _cache_under(txn, _fs_name(rel))
         fd = None
         try:
             fd = os.open(parent, DIR_FLAGS)
@@ -430,19 +526,7 @@ def _walk_path(scanner: Scanner, rel: str) -> _Dir | None:
             if fd is not None:
                 os.close(fd)
             scanner._txn = None
-            scanner._cache = None
     return holder if holder.rows else None
-
-
-def _cache_under(txn, key: bytes) -> dict[bytes, bytes] | None:
-    """The stat cache entries of path ``key`` and of the paths under it, or None
-    when there are more than ``BULK_CACHE``."""
-    cache = txn.dict_under("statcache", key + b"/", BULK_CACHE)
-    if cache is not None:
-        raw = txn.get("statcache", key)
-        if raw is not None:
-            cache[key] = raw
-    return cache
 
 
 def _graft(repo: Repo, scanner: Scanner, work: WorkTree, roots: dict) -> TreeEntry:
