@@ -20,6 +20,9 @@ from ui_helpers import make_demo, serve
 selenium = pytest.importorskip("selenium", reason="pip install selenium (test extras)")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException, WebDriverException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -76,7 +79,7 @@ class Page:
     def click(self, css: str, then: str = "main h1"):
         old = self.b.find_element(By.TAG_NAME, "html")
         self.b.find_element(By.CSS_SELECTOR, css).click()
-        WebDriverWait(self.b, 20).until(EC.staleness_of(old))
+        WebDriverWait(self.b, 20).until(lambda _: _left(old))
         return self.wait(then)
 
     def shot(self, name: str) -> None:
@@ -88,6 +91,22 @@ class Page:
 
     def text(self, css: str) -> str:
         return self.b.find_element(By.CSS_SELECTOR, css).text
+
+
+def _left(element) -> bool:
+    """Whether the page ``element`` was on has been replaced. Selenium's
+    ``staleness_of`` knows only StaleElementReferenceException; while the old document
+    is being torn down Chromium may answer "Node with given id does not belong to the
+    document" instead (a WebDriverException), which says the same."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 @pytest.fixture
