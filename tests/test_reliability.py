@@ -227,6 +227,64 @@ def test_kill_during_snapshot_keeps_every_commit(storage, cli):
     assert raw == ws.model[some]
 
 
+# A snapshot that stops after its first batch of records is committed (the scan's
+# FLUSH_AT made small): it says so on stdout and waits, to be killed there.
+FLUSHING = """
+import sys
+from versionfs.workspace import ingest, scan
+scan.FLUSH_AT = 16
+flush = ingest.WorkTree.flush
+def flush_then_wait(self):
+    flush(self)
+    print("flushed", flush=True)
+    sys.stdin.readline()
+ingest.WorkTree.flush = flush_then_wait
+sys.argv[0] = "vfs"
+from versionfs.cli import main
+main()
+"""
+
+
+def test_a_snapshot_killed_after_committing_part_of_its_records(storage, cli):
+    """A snapshot commits its records in batches as their data becomes durable;
+    killed after one batch, every commit stays as it was, fsck is clean, and the
+    next snapshot (and a gc after it) is right."""
+    rng = random.Random(77)
+    ws = Workspace(storage / "ws", rng)
+    ws.root.mkdir()
+    Repo.init(str(ws.root)).close()
+    ws.populate()
+    with Repo.open(str(ws.root)) as repo:
+        base = bytes(repo.snapshot(message="base").commit)
+        with repo.index.read() as txn:
+            chunks_before = txn.count("chunks")
+    expected = {base: ws.expected()}
+    ws.mutate()
+    for i in range(600):   # beyond the scan's read-ahead window of 256 files
+        ws.put(f"more/m{i % 10}/f{i}.dat", ws.small()[:300])
+    proc = subprocess.Popen([sys.executable, "-c", FLUSHING, "snapshot", "-m", "killed"],
+                            cwd=ws.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "flushed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        reap(proc)
+    with Repo.open(str(ws.root)) as repo:
+        assert bytes(repo.head()) == base and len(repo.log()) == 1
+        with repo.index.read() as txn:   # the batch did land, unreachable
+            assert txn.count("chunks") > chunks_before
+        assert read_back(repo, base) == expected[base]
+        assert_fsck_clean(repo, verify_data=True)
+    cli("snapshot", "-m", "after the kill", cwd=ws.root)
+    cli("gc", cwd=ws.root)
+    with Repo.open(str(ws.root)) as repo:
+        assert read_back(repo, repo.head()) == ws.expected()
+        assert read_back(repo, base) == expected[base]
+        assert_fsck_clean(repo, verify_data=True)
+
+
 # =====================================================================================
 # 2. two writers at once
 

@@ -396,6 +396,38 @@ def test_the_dir_state_is_not_used_after_the_ignore_rules_or_its_trees_change(ex
     repo.close()
 
 
+def test_a_snapshot_streams_its_records_in_batches(ext4_dir, monkeypatch):
+    """With a small FLUSH_AT the snapshot commits records in many batches (and many
+    packs) while the walk goes on; the commit is the one a scan of the workspace computes, it
+    reads back and fsck finds nothing wrong."""
+    from versionfs.ops.fsck import fsck
+    from versionfs.workspace import scan
+    ws = ext4_dir / "ws"
+    repo = new_repo(ws)
+    files = {f"d{i % 6}/sub{i % 2}/f{i}.txt": f"content {i} " * (i % 50 + 1)
+             for i in range(600)}   # beyond the scan's read-ahead window of 256
+    files["big.bin"] = random.Random(5).randbytes(CHUNK_THRESHOLD * 3)
+    for rel, data in files.items():
+        write(ws, rel, data)
+    settle()
+    flushes = []
+    flush = scan.WorkTree.flush
+    monkeypatch.setattr(scan, "FLUSH_AT", 7)
+    monkeypatch.setattr(scan.WorkTree, "flush",
+                        lambda self: (flushes.append(1), flush(self)))
+    res = repo.snapshot(message="streamed")
+    assert len(flushes) >= 3   # checked once per directory walked
+    assert repo.commit(res.commit).tree == scan.scan_workspace(repo).root
+    for rel, data in files.items():
+        want = data if isinstance(data, bytes) else data.encode()
+        with repo.open("HEAD", rel) as f:
+            assert f.read() == want, rel
+    assert sum(p.is_file() for p in (ws / ".vfs" / "packs").rglob("*")) > 3
+    report = fsck(repo, verify_data=True)
+    assert report.ok, [p.message for p in report.problems]
+    repo.close()
+
+
 def test_touch_without_change_records_the_new_mtime(storage):
     ws = storage / "ws"
     repo = new_repo(ws)

@@ -79,7 +79,7 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
                              f"delete it with 'vfs tag -d {tag}'")
         parent = repo.head()
         work = scan_workspace(repo, store=True, paths=paths, warn=warn,
-                              progress_factory=progress_factory)
+                              progress_factory=progress_factory, stream=True)
         try:
             work.ingestor.finish()
         except BaseException:
@@ -129,22 +129,14 @@ def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool,
            on_write: Callable | None = None) -> None:
     """The one transaction that makes a snapshot visible."""
     with repo.index.write() as txn:
-        for chunk, loc in work.chunk_locs.items():
-            if not txn.has("chunks", chunk):
-                txn.put_chunk_loc(chunk, loc)
-        for fid, rec in work.files.items():
-            txn.put("files", fid, rec, overwrite=False)
-        for tid, rec in work.trees.items():
-            txn.put("trees", tid, rec, overwrite=False)
-        for key, rec in work.statcache.items():
-            txn.put("statcache", key, rec)
-        if full:
+        if full:   # first: a state dropped here may be one the scan also made
             for key in work.stale:
                 txn.delete("statcache", key)
             for key in work.stale_dirs:
                 txn.delete("dirstate", key)
-            for key, rec in work.dirstate.items():
-                txn.put("dirstate", key, rec)
+        else:
+            work.dirstate.clear()
+        work.put_records(txn)
         if cid is not None:
             txn.put("commits", cid, enc)
             refs.advance_head(txn, cid, expect=parent)

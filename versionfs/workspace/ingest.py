@@ -78,6 +78,7 @@ class FileJob:
     cacheable: bool = True
     prev: ObjectId | None = None      # the id this path had when last cached
     bytes_read: int | None = None     # when less than ``size`` was read
+    done: bool = False                # read and (when storing) its content kept
 
 
 @dataclass(slots=True)
@@ -90,6 +91,7 @@ class ScanStats:
     bytes_read: int = 0
     bytes_stored: int = 0
     tree_bytes: int = 0   # sizes of the files and links in the trees built (full scans)
+    flushes: int = 0      # records committed before the end (``stream``)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -134,6 +136,45 @@ class WorkTree:
             return (ChunkRef(entry.id, entry.size),)
         return self.repo.chunks(entry)
 
+    def put_records(self, txn, *, dirstate: bool = True) -> None:
+        """Write the records the scan holds (chunk locations, file records, trees,
+        stat cache and, with ``dirstate``, dir state entries) in index transaction
+        ``txn``."""
+        for chunk, loc in self.chunk_locs.items():
+            if not txn.has("chunks", chunk):
+                txn.put_chunk_loc(chunk, loc)
+        for fid, rec in self.files.items():
+            txn.put("files", fid, rec, overwrite=False)
+        for tid, rec in self.trees.items():
+            txn.put("trees", tid, rec, overwrite=False)
+        for key, rec in self.statcache.items():
+            txn.put("statcache", key, rec)
+        if dirstate:
+            for key, rec in self.dirstate.items():
+                txn.put("dirstate", key, rec)
+
+    def held_records(self) -> int:
+        return len(self.chunk_locs) + len(self.files) + len(self.statcache)
+
+    def flush(self) -> None:
+        """Commit the records held so far and forget them (``scan_workspace``'s
+        ``stream``): every chunk is made durable first (packs fsynced and renamed,
+        cloned objects' directories fsynced), so each record written names only
+        data the repository holds; the caller's commit writes the rest. The dir
+        states wait for that commit (a few per thousand files): written with the
+        stale ones' deletion, a directory's state is never older than its
+        subdirectories' even after a crash. The caller must hold the repository
+        lock."""
+        ing = self.ingestor
+        with ing.lock:
+            ing.make_durable()
+            with self.repo.index.write() as txn:
+                self.put_records(txn, dirstate=False)
+            for held in (self.chunk_locs, self.files, self.file_objs, self.trees,
+                         self.tree_objs, self.statcache):
+                held.clear()
+            self.stats.flushes += 1
+
 
 class Ingestor:
     """Reads file content, computes ids, and (with ``store``) stores new chunks."""
@@ -151,6 +192,7 @@ class Ingestor:
         self.pack = repo.store.pack_writer() if store else None
         self.clones = store and repo.store.reflinks()
         self.installed: set[bytes] = set()
+        self._synced: set[bytes] = set()   # installed objects whose directory is synced
         self._reads = contextlib.ExitStack()
         self._txn = None
         self._chunks = None
@@ -341,11 +383,13 @@ class Ingestor:
                 # The clone holds one consistent state, but not a known one: no cache.
                 job.cacheable = False
             rec = self._hash_clone(tmp, job)
-            fid = self._record(job, rec)
-            with self.lock:
+            enc = encode_file(rec)
+            fid = file_id(enc)
+            with self.lock:   # the object and its chunks before the record names them
                 if fid not in self.installed and not self._file_stored(fid):
                     self._install_clone(tmp, fid, rec)
                     tmp = None
+                self._put_record(job, fid, enc, rec)
         finally:
             if tmp is not None:
                 os.unlink(tmp)
@@ -450,25 +494,38 @@ class Ingestor:
         enc = encode_file(rec)
         fid = file_id(enc)
         with self.lock:
-            self.work.files[fid] = enc
-            self.work.file_objs[fid] = rec
+            self._put_record(job, fid, enc, rec)
+        return fid
+
+    def _put_record(self, job: FileJob, fid: ObjectId, enc: bytes, rec: FileRecord) -> None:
+        """Hold file record ``rec`` (call under ``lock``)."""
+        self.work.files[fid] = enc
+        self.work.file_objs[fid] = rec
         job.fid = fid
         job.size = rec.size
-        return fid
 
     def finish(self) -> None:
         """Make every stored chunk durable (packs fsynced and renamed)."""
         self._end_reads()
+        self.make_durable()
+
+    def make_durable(self) -> None:
+        """fsync and rename the packs written so far (later chunks go to new ones)
+        and fsync the directories of installed objects (call under ``lock``, or
+        when no other thread stores). The chunk index is read afresh afterwards."""
+        self._end_reads()
         if self.pack is not None:
             self.pack.finish()
         dirs = {os.path.dirname(self.repo.store.blob_path(BlobKind.OBJECT, f))
-                for f in self.installed}
+                for f in self.installed - self._synced}
         for d in dirs:
             fsync_dir(d)
+        self._synced |= self.installed
 
     def _end_reads(self) -> None:
         self._txn = self._chunks = None
         self._reads.close()
+        self._reads = contextlib.ExitStack()
 
     def abort(self) -> None:
         self._end_reads()

@@ -87,6 +87,7 @@ class _Dir:
     size: int = 0
     digest: bytes | None = None    # of the listing, when a dir state may be recorded
     reused: bytes | None = None    # the tree id, when taken from the dir state
+    built: bytes | None = None     # the tree id, once built (rows, jobs dropped)
 
 
 class Scanner:
@@ -107,8 +108,12 @@ class Scanner:
         self.work = work
         self.warn = warn
         self.ignore = Ignore.load(repo.workspace)
-        self.jobs: list[FileJob] = []
+        self.job_bytes = 0   # the sizes of the files to read, as listed
         self.start_ns = time.time_ns()
+        # Walked directories not yet built, children before parents (post-order).
+        self._walked: deque[_Dir] = deque()
+        # Called when the held records reach FLUSH_AT (``scan_workspace``'s stream).
+        self.on_flush: Callable[[], None] | None = None
         self._txn = None
         # Full scans use and keep the dir state; a scan of PATHS neither.
         self._use_state = False
@@ -155,7 +160,23 @@ class Scanner:
             self._plan(node, entries, path, fd)
         finally:
             os.close(fd)
+        self._walked.append(node)
+        self._settle()
         return node
+
+    def _settle(self) -> None:
+        """Build the walked directories whose files are all read, oldest first (so
+        their plans are dropped while the walk goes on: memory follows the files in
+        flight, not the workspace), and flush the records when enough are held."""
+        walked = self._walked
+        while walked:
+            node = walked[0]
+            if node.reused is None and not all(job.done for _, job in node.jobs):
+                break
+            walked.popleft()
+            self._build(node)
+        if self.on_flush is not None and self.work.held_records() >= FLUSH_AT:
+            self.on_flush()
 
     def _plan(self, node: _Dir, entries: list, path: str, fd: int) -> None:
         """Plan entries of directory ``path`` (listed from its descriptor ``fd``)
@@ -239,7 +260,7 @@ class Scanner:
         get = self._txn.get
         rows = node.rows
         bprefix = _fs_name(prefix)
-        first_job = len(self.jobs)
+        new = []
         size = 0
         for name, bname, st, packed in listed:
             mode = st.st_mode
@@ -261,11 +282,12 @@ class Scanner:
             row = [bname, 1, mode & 0o7777, 0, mtime, None, b""]
             rows.append(row)
             node.jobs.append((row, job))
-            self.jobs.append(job)
+            new.append(job)
+            self.job_bytes += n
         node.size += size
-        if self.on_jobs is not None and len(self.jobs) > first_job:
+        if self.on_jobs is not None and new:
             # this directory's files start being read while the walk goes on
-            self.on_jobs(self.jobs[first_job:])
+            self.on_jobs(new)
 
     def _find_stale(self, rel: str, listed: list, subdirs: list) -> None:
         """Stat cache entries of files no longer directly in ``rel`` and of anything
@@ -297,14 +319,15 @@ class Scanner:
         self.warn(f"skipped {rel}: a {what} cannot be versioned")
         return 0
 
-    def cache_record(self, job: FileJob) -> None:
+    def cache_record(self, job: FileJob) -> bool:
         """Remember a freshly read file in the stat cache, unless it is racy."""
         st = job.st
         if not job.cacheable or job.size != st.st_size:
-            return
+            return False
         if max(st.st_mtime_ns, st.st_ctime_ns) >= self.start_ns - RACY_NS:
-            return
+            return False
         self.work.statcache[cache_key(job.rel)] = cache_value(st, job.fid)
+        return True
 
     # -- trees ---------------------------------------------------------------
     def build(self, node: _Dir) -> TreeEntry:
@@ -315,13 +338,19 @@ class Scanner:
                          node.st.st_mtime_ns, tid)
 
     def _build(self, node: _Dir) -> ObjectId:
+        """The tree of a planned directory whose files are read (and of its
+        subdirectories not built yet); its rows and jobs are dropped."""
         if node.reused is not None:
             return ObjectId(node.reused)
+        if node.built is not None:
+            return ObjectId(node.built)
         size = node.size
+        cached = True
         for row, job in node.jobs:
             row[3] = job.size
             row[5] = bytes(job.fid)
             size += job.size
+            cached &= self.cache_record(job)
         for row, sub in node.subdirs:
             row[5] = bytes(self._build(sub))
         self.work.stats.tree_bytes += size
@@ -331,18 +360,19 @@ class Scanner:
         tid = tree_id(enc)
         self.work.trees[tid] = enc
         if node.digest is not None:
-            self._remember(node, tid)
+            self._remember(node, tid, cached)
+        node.built = tid
+        node.rows = node.jobs = node.subdirs = ()
         return tid
 
-    def _remember(self, node: _Dir, tid: bytes) -> None:
+    def _remember(self, node: _Dir, tid: bytes, cached: bool) -> None:
         """Keep the directory's state for the next scan, or drop a stale one: a
-        directory is remembered only when every file in it has its stat cache entry
-        and its own stat is not racy (a name could still come or go unseen)."""
+        directory is remembered only when every file read in it got its stat cache
+        entry (``cached``) and its own stat is not racy (a name could still come or
+        go unseen)."""
         key = state_key(node.rel)
         st = node.st
-        cached = self.work.statcache
-        if max(st.st_mtime_ns, st.st_ctime_ns) < self.start_ns - RACY_NS and all(
-                cache_key(job.rel) in cached for _, job in node.jobs):
+        if cached and max(st.st_mtime_ns, st.st_ctime_ns) < self.start_ns - RACY_NS:
             self.work.dirstate[key] = node.digest + bytes(tid) + stat_bytes(st) + self._salt
         else:
             self.work.stale_dirs.append(key)
@@ -379,6 +409,10 @@ def _gone(txn, db: str, prefix: bytes, keep: set, dirs: set) -> list[bytes]:
 
 
 
+# A streaming scan commits what it holds when its chunk locations, file records and
+# stat cache entries number this many (~25,000 small files: ~10 MB of records).
+FLUSH_AT = 50_000
+
 _first = itemgetter(0)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 S_ISREG = stat.S_ISREG
@@ -387,12 +421,16 @@ S_ISDIR = stat.S_ISDIR
 
 def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None = None,
                    warn: Callable[[str], None] = lambda m: None,
-                   progress_factory=None, workers: int = 2) -> WorkTree:
+                   progress_factory=None, workers: int = 2,
+                   stream: bool = False) -> WorkTree:
     """Scan the workspace into a ``WorkTree``.
 
     ``paths`` (workspace-relative) limits the scan; the others keep their entries
     from HEAD. ``progress_factory(total_bytes)`` may return a callable fed with byte
-    counts as content is read (or None).
+    counts as content is read (or None). With ``store`` and ``stream`` (the caller
+    holds the repository lock) records are committed every ``FLUSH_AT`` as their
+    data becomes durable (``WorkTree.flush``), so the memory a snapshot holds does
+    not grow with the workspace; they stay unreachable until the caller commits.
 
     Error handling: raises ``PathNotFound`` for a missing path, ``FileChanged`` for a
     file that keeps changing, ``AccessDenied``/``StorageFull`` from the filesystem. With
@@ -407,13 +445,15 @@ def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None =
     progress = None
     pipe = _Pipeline(ing, repo.params.threshold, workers)
     scanner.on_jobs = pipe.add
+    if store and stream:
+        scanner.on_flush = work.flush
     try:
         if paths:
             roots = {rel: _walk_path(scanner, rel) for rel in paths}
         else:
             roots = {"": scanner.walk()}
         if progress_factory is not None:
-            progress = progress_factory(sum(j.st.st_size for j in scanner.jobs))
+            progress = progress_factory(scanner.job_bytes)
             ing.set_progress(progress)
         pipe.finish()
     except BaseException:
@@ -423,8 +463,6 @@ def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None =
     finally:
         if progress is not None and hasattr(progress, "close"):
             progress.close()
-    for job in scanner.jobs:
-        scanner.cache_record(job)
     if paths:
         root = _graft(repo, scanner, work, roots)
     else:
@@ -468,7 +506,7 @@ class _Pipeline:
     def add(self, jobs: list[FileJob]) -> None:
         for job in sorted(jobs, key=_by_inode):
             if job.st.st_size >= self.threshold:
-                self.large.append(self.pool.submit(self.ing.ingest, job))
+                self.large.append(self.pool.submit(_ingest_large, self.ing, job))
                 continue
             self.pending.append((job, self.pool.submit(self.ing.read_small, job)))
             if len(self.pending) >= WINDOW:
@@ -496,6 +534,12 @@ def _keep_next(ing: Ingestor, pending: deque) -> None:
     data = fut.result()
     if data is not None:
         ing.keep_small(job, data)
+    job.done = True
+
+
+def _ingest_large(ing: Ingestor, job: FileJob) -> None:
+    ing.ingest(job)
+    job.done = True
 
 
 def _walk_path(scanner: Scanner, rel: str) -> _Dir | None:
