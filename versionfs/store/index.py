@@ -13,6 +13,8 @@ thread that opened it (``lock=False`` is safe because versionfs never shares a t
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -128,6 +130,36 @@ class Index:
 
     def sync(self) -> None:
         self.env.sync(True)
+
+    def unmap_pages(self) -> None:
+        """Drop this process's page-table entries for the index file.
+
+        LMDB reads through a shared mapping of ``data.mdb``, so every index page a
+        long job touches stays in its resident set (a million-file snapshot's
+        inserts touch ~300 MB of B-tree pages) although the pages belong to the page
+        cache, as with any file read with ``read``. ``MADV_DONTNEED`` on a shared
+        file mapping only unmaps: the pages stay cached and the next access maps
+        them again, so no transaction can see a difference. Best effort (Linux)."""
+        data = os.path.realpath(os.path.join(self.path, "data.mdb"))
+        try:
+            with open("/proc/self/maps") as f:
+                spans = [line.split()[0] for line in f if line.rstrip().endswith(data)]
+        except OSError:
+            return
+        for span in spans:
+            start, end = (int(x, 16) for x in span.split("-"))
+            _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
+                            MADV_DONTNEED)
+
+
+MADV_DONTNEED = 4
+
+
+@functools.cache
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
 
 
 def _translate(exc: lmdb.Error) -> VfsError:

@@ -173,6 +173,7 @@ class WorkTree:
             for held in (self.chunk_locs, self.files, self.file_objs, self.trees,
                          self.tree_objs, self.statcache):
                 held.clear()
+            self.repo.index.unmap_pages()
             self.stats.flushes += 1
 
 

@@ -17,6 +17,7 @@ Thread-safety: one scan at a time per ``Scanner``; the reader threads share only
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -115,6 +116,7 @@ class Scanner:
         # Called when the held records reach FLUSH_AT (``scan_workspace``'s stream).
         self.on_flush: Callable[[], None] | None = None
         self._txn = None
+        self._read = None
         # Full scans use and keep the dir state; a scan of PATHS neither.
         self._use_state = False
         # Listings of different ignore rules never match (nor does an old state).
@@ -127,8 +129,7 @@ class Scanner:
         """The plan of the whole workspace; also lists the stat cache and dir state
         entries of paths that are gone (``work.stale``, ``work.stale_dirs``)."""
         ws = self.repo.workspace
-        with self.repo.index.read() as txn:
-            self._txn = txn
+        with self.reading():
             self._use_state = True
             try:
                 try:
@@ -137,8 +138,27 @@ class Scanner:
                     raise from_oserror(exc, "reading the workspace") from None
                 return self._walk_dir(ws, "", st)
             finally:
-                self._txn = None
                 self._use_state = False
+
+    @contextlib.contextmanager
+    def reading(self):
+        """Hold the index read transaction the walk looks things up in."""
+        self._read = self.repo.index.read()
+        self._txn = self._read.__enter__()
+        try:
+            yield
+        finally:
+            read, self._read, self._txn = self._read, None, None
+            read.__exit__(None, None, None)
+
+    def _renew(self) -> None:
+        """A fresh read transaction, after a flush: one held across the flushes would
+        keep LMDB from reusing the pages they free (the index file grew to 2 GB for
+        360 MB of records at a million files) and map all of them."""
+        if self._read is not None:
+            self._read.__exit__(None, None, None)
+            self._read = self.repo.index.read()
+            self._txn = self._read.__enter__()
 
     def _walk_dir(self, path: str, rel: str, st: os.stat_result,
                   parent_fd: int | None = None) -> _Dir:
@@ -177,6 +197,7 @@ class Scanner:
             self._build(node)
         if self.on_flush is not None and self.work.held_records() >= FLUSH_AT:
             self.on_flush()
+            self._renew()
 
     def _plan(self, node: _Dir, entries: list, path: str, fd: int) -> None:
         """Plan entries of directory ``path`` (listed from its descriptor ``fd``)
@@ -558,8 +579,7 @@ def _walk_path(scanner: Scanner, rel: str) -> _Dir | None:
     name = os.path.basename(rel)
     parent = os.path.dirname(path)
     holder = _Dir(os.path.dirname(rel), st)
-    with scanner.repo.index.read() as txn:
-        scanner._txn = txn
+    with scanner.reading():
         fd = None
         try:
             fd = os.open(parent, DIR_FLAGS)
@@ -569,7 +589,6 @@ def _walk_path(scanner: Scanner, rel: str) -> _Dir | None:
         finally:
             if fd is not None:
                 os.close(fd)
-            scanner._txn = None
     return holder if holder.rows else None
 
 
