@@ -35,7 +35,7 @@ class Link:
 
 
 class Source:
-    """``tree`` and ``chunks`` over dicts; counts tree reads."""
+    """``tree_bytes``, ``tree`` and ``chunks`` over dicts; counts tree reads."""
 
     def __init__(self):
         self.trees = {}
@@ -45,6 +45,10 @@ class Source:
     def tree(self, tid):
         self.reads.append(bytes(tid))
         return self.trees[bytes(tid)]
+
+    def tree_bytes(self, tid):
+        self.reads.append(bytes(tid))
+        return encode_tree(self.trees[bytes(tid)])
 
     def chunks(self, entry):
         if entry.id in self.records:
@@ -178,6 +182,84 @@ def test_identical_subtrees_are_skipped():
     assert len(src.reads) == 4  # two roots and two "changed", never "shared"
 
 
+class TreeOnly(Source):
+    """A source offering only ``tree`` (no raw rows), as an in-memory one may."""
+
+    tree_bytes = None
+
+
+def test_a_source_without_tree_bytes_is_read_through_tree():
+    old, new = {"d": {"x": b"1", "y": b"1"}, "e": {"f": b"1"}}, {"d": {"x": b"2", "y": b"1"}}
+    src = TreeOnly()
+    r = diff_trees(src, src.build(old), src, src.build(new))
+    assert paths(r.modified) == ["d/x"] and paths(r.removed) == ["e/f"]
+    assert r == diff(old, new)
+
+
+def test_rows_that_differ_only_in_mtime_or_a_directory_s_metadata_list_nothing():
+    r = diff({"d": {"f": File(b"x", mtime=1)}, "e": {}},
+             {"d": {"f": File(b"x", mtime=2)}, "e": {}})
+    assert r.empty
+    src = Source()
+    old = src.build({"d": {"f": b"x"}})
+    new_tree = make_tree([TreeEntry("d", Kind.DIR, 0o700, 0, 5,
+                                    src.trees[bytes(old)].entries[0].id)])
+    new = tree_id(encode_tree(new_tree))
+    src.trees[bytes(new)] = new_tree
+    assert diff_trees(src, old, src, new).empty  # same subtree id: not descended
+
+
+def test_type_changes_between_file_symlink_and_directory():
+    r = diff({"a": b"file", "b": Link("t"), "c": {"x": b"1"}, "d": b"f", "e": {}},
+             {"a": {"in": b"2"}, "b": {}, "c": Link("u"), "d": Link("f"), "e": b""})
+    assert paths(r.added) == ["a/in", "b/", "c", "e"]
+    assert paths(r.removed) == ["a", "b", "c/x", "e/"]
+    assert paths(r.modified) == ["d"] and r.modified[0].reasons == ("kind", "mode")
+
+
+def test_renames_across_directories_and_into_new_ones():
+    r = diff({"a": {"x.bin": b"one", "y.bin": b"two"}, "b": {"z.bin": b"three"}},
+             {"a": {"y.bin": b"two"}, "b": {"z.bin": b"three", "x.bin": b"one"},
+              "c": {"d": {"moved": b"three"}}})
+    assert r.renamed == (("a/x.bin", "b/x.bin"),)
+    assert paths(r.added) == ["c/d/moved"] and r.removed == ()
+
+
+def test_paths_filter_with_changes_at_every_level():
+    old = {"a": {"b": {"c": b"1", "gone": {"g": b"g"}}, "x": b"1"}, "ab": b"1"}
+    new = {"a": {"b": {"c": b"2", "new": {"n": b"n"}}, "x": b"2"}, "ab": b"2",
+           "q": {"r": b"r"}}
+    r = diff(old, new, paths=["a/b"])
+    assert (paths(r.modified), paths(r.added), paths(r.removed)) == \
+        (["a/b/c"], ["a/b/new/n"], ["a/b/gone/g"])
+    r = diff(old, new, paths=["a/b/gone/g", "q/r", "ab"])
+    assert (paths(r.modified), paths(r.added), paths(r.removed)) == \
+        (["ab"], ["q/r"], ["a/b/gone/g"])
+    assert diff(old, new, paths=["a/"]) == diff(old, new, paths=["a"])
+
+
+def test_corrupt_rows_are_refused():
+    from versionfs.errors import CorruptObject
+
+    class Bad(Source):
+        def tree_bytes(self, tid):
+            return self.bad
+
+    src = Bad()
+    root = src.build({"a": b"1"})
+    for bad in (b"\xc1", msgpack_packb({"not": "rows"}), msgpack_packb([[]]),
+                msgpack_packb([[{"x": 1}]]), msgpack_packb([[b"..", 1, 0, 0, 0, b"i", b""]]),
+                msgpack_packb([[b"n", 9, 0, 0, 0, b"i", b""]])):
+        src.bad = bad
+        with pytest.raises(CorruptObject, match="tree"):
+            diff_trees(src, root, src, EMPTY_TREE)
+
+
+def msgpack_packb(obj) -> bytes:
+    import msgpack
+    return msgpack.packb(obj, use_bin_type=True)
+
+
 def test_chunk_level_stats():
     a, b, c, x = (bytes([i]) * 1000 for i in range(4))
     r = diff({"big": File(chunks=[a, b, c]), "small": b"12345", "gone": b"123"},
@@ -244,7 +326,9 @@ def history(storage):
 
 def test_two_commits(history):
     ws, repo, v1, v2 = history
+    repo._trees.clear()
     r = diff_trees(repo, repo.commit(v1).tree, repo, repo.commit(v2).tree)
+    assert not repo._trees  # rows compared raw: no decoded tree kept (memory at scale)
     assert paths(r.added) == ["docs/new.md"]
     assert paths(r.modified) == ["data/big.bin", "latest", "run.sh"]
     assert r.renamed == (("data/old.csv", "data/renamed.csv"),)

@@ -2,9 +2,13 @@
 
 Both trees are walked together and a subtree whose id is equal on both sides is
 skipped without being read, so two large commits that differ in one file are
-compared in a few tree reads. A *source* is anything with ``tree(tree_id) -> Tree`` and
-``chunks(entry) -> tuple[ChunkRef, ...]`` (``Repo`` and the workspace scanner's
-``WorkTree`` both are), so one side may be a commit and the other the workspace.
+compared in a few tree reads. Two trees that are read are compared as their raw
+rows (set difference of msgpack tuples, in C); entries are made only for the rows
+that differ, so the cost is the bytes of the trees that differ plus the changes,
+and nothing is cached. A *source* is anything with ``tree_bytes(tree_id) -> bytes``
+(or only ``tree(tree_id) -> Tree``) and ``chunks(entry) -> tuple[ChunkRef, ...]``
+(``Repo`` and the workspace scanner's ``WorkTree`` both are), so one side may be a
+commit and the other the workspace.
 
 What is listed:
 
@@ -29,7 +33,10 @@ import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from ..records.model import Kind, Tree, TreeEntry, encode_tree, tree_id
+from ..errors import CorruptObject
+from ..records.model import (
+    Kind, Tree, TreeEntry, decode_tree_rows, encode_tree, row_entry, tree_id,
+)
 
 __all__ = ["EMPTY_TREE", "Change", "ChangeKind", "DiffResult", "DiffStats", "diff_trees",
            "to_json"]
@@ -129,19 +136,15 @@ class _Walk:
             return _ABOVE
         return _OUTSIDE
 
-    @staticmethod
-    def _tree(src, tid) -> Tree:
-        if tid is None or tid == EMPTY_TREE:
-            return Tree(())
-        return src.tree(tid)
-
     def dirs(self, old_tid, new_tid, prefix: str, inside: bool) -> None:
         if old_tid == new_tid:
             return
-        old = {_key(e.name): e for e in self._tree(self.old_src, old_tid).entries}
-        new = {_key(e.name): e for e in self._tree(self.new_src, new_tid).entries}
-        for k in sorted(old.keys() | new.keys()):
-            o, n = old.get(k), new.get(k)
+        gone, came = changed_rows(tree_rows(self.old_src, old_tid),
+                                  tree_rows(self.new_src, new_tid))
+        for k in sorted(gone.keys() | came.keys()):
+            o, n = gone.get(k), came.get(k)
+            o = None if o is None else row_entry(o)
+            n = None if n is None else row_entry(n)
             path = prefix + (o or n).name
             where = _INSIDE if inside else self._where(path)
             if where == _OUTSIDE:
@@ -182,16 +185,39 @@ class _Walk:
             if inside:
                 yield path, entry
             return
-        entries = self._tree(src, entry.id).entries
-        if not entries:
+        rows = tree_rows(src, entry.id)
+        if not rows:
             if inside:
                 yield path + "/", entry
             return
-        for e in entries:
+        for row in rows:
+            e = row_entry(row)
             sub = f"{path}/{e.name}"
             where = _INSIDE if inside else self._where(sub)
             if where != _OUTSIDE:
                 yield from self._leaves(src, e, sub, where == _INSIDE)
+
+
+def tree_rows(src, tid) -> tuple:
+    """The rows of tree ``tid`` of ``src`` (``records.model.decode_tree_rows``); a
+    tree id of None or the empty tree's has none. A source without ``tree_bytes``
+    (an in-memory one) is asked for ``tree(tid)``."""
+    if tid is None or tid == EMPTY_TREE:
+        return ()
+    get = getattr(src, "tree_bytes", None)
+    return decode_tree_rows(get(tid) if get is not None else encode_tree(src.tree(tid)))
+
+
+def changed_rows(old: tuple, new: tuple) -> tuple[dict, dict]:
+    """The rows of ``old`` not in ``new`` and those of ``new`` not in ``old``, each by
+    name bytes. Comparing whole rows as tuples runs in C: a directory of 1,000
+    entries where ten differ makes ten pairs of entries, not 2,000 (any field that
+    differs counts, mtime included; the caller decides what matters)."""
+    try:
+        so, sn = set(old), set(new)
+        return {r[0]: r for r in so - sn}, {r[0]: r for r in sn - so}
+    except (TypeError, IndexError) as exc:  # unhashable or empty rows: not a tree
+        raise CorruptObject(f"malformed tree record: {exc!r}; run 'vfs fsck'") from None
 
 
 def _differs(o: TreeEntry, n: TreeEntry) -> bool:

@@ -201,6 +201,31 @@ def decode_tree(data: bytes) -> Tree:
     return Tree(tuple(entries))
 
 
+def decode_tree_rows(data: bytes) -> tuple:
+    """A tree's rows ``(name bytes, kind, mode, size, mtime_ns, id, target)`` as
+    tuples, as stored and not yet checked: two trees are compared row by row (equal
+    rows are equal entries) without a ``TreeEntry`` per name. ``row_entry`` checks a
+    row and makes its entry."""
+    try:
+        rows = msgpack.unpackb(data, raw=False, use_list=False)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CorruptObject(f"cannot decode tree: {exc}; run 'vfs fsck'") from None
+    if type(rows) is not tuple:
+        raise CorruptObject("malformed tree record: not a list of entries; run 'vfs fsck'")
+    return rows
+
+
+def row_entry(row) -> TreeEntry:
+    """The entry of one row of ``decode_tree_rows``, checked as ``decode_tree`` does."""
+    try:
+        raw_name, kind, mode, size, mtime_ns, oid, target = row
+        name = raw_name.decode("utf-8", "surrogateescape")
+        check_name(name)
+        return TreeEntry(name, _KINDS[kind], mode, size, mtime_ns, ObjectId(oid), target)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CorruptObject(f"malformed tree record: {exc!r}; run 'vfs fsck'") from None
+
+
 def make_tree(entries) -> Tree:
     """A tree from entries in any order, sorted canonically; names validated."""
     ordered = sorted(entries, key=lambda e: _name_key(e.name))

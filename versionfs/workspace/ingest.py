@@ -95,8 +95,9 @@ class ScanStats:
 class WorkTree:
     """The result of a scan: a root tree id plus the records it made.
 
-    Offers ``tree(tid)`` and ``chunks(entry)`` like ``Repo``, falling back to the
-    repository for records it did not make, so diff can compare it with any commit.
+    Offers ``tree(tid)``, ``tree_bytes(tid)`` and ``chunks(entry)`` like ``Repo``,
+    falling back to the repository for records it did not make, so diff can compare
+    it with any commit.
     """
 
     def __init__(self, repo: Repo):
@@ -124,6 +125,10 @@ class WorkTree:
             return self.repo.tree(tid)
         t = self.tree_objs[tid] = decode_tree(enc)   # decoded only when asked for
         return t
+
+    def tree_bytes(self, tid: bytes) -> bytes:
+        enc = self.trees.get(tid)
+        return enc if enc is not None else self.repo.tree_bytes(tid)
 
     def chunks(self, entry: TreeEntry) -> tuple[ChunkRef, ...]:
         rec = self.file_objs.get(entry.id)
