@@ -61,7 +61,9 @@ from ..workspace.materialize import (
     WRITE,
     Apply,
 )
-from ..records.model import Kind, ObjectId, TreeEntry, check_name
+from ..records.model import (
+    Kind, ObjectId, TreeEntry, changed_rows, decode_tree_rows, row_entry,
+)
 from ..repo import refs
 from ..repo.repository import VFS_DIR, Repo
 from ..workspace.scan import (
@@ -77,6 +79,8 @@ from ..workspace.scan import (
 
 CONFLICTS_SHOWN = 10
 _NO_ID = ObjectId(bytes(32))  # content not known or not versionable: equals nothing
+_VFS_NAME = VFS_DIR.encode()
+_UNUSED = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,7 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
         head = refs.head_commit(txn, seen)
     h_root = repo.commit(head).tree if head is not None else None
     t_root = repo.commit(cid).tree
-    if repo.tree(t_root).get(VFS_DIR) is not None:
+    if any(row[0] == _VFS_NAME for row in decode_tree_rows(repo.tree_bytes(t_root))):
         raise CorruptObject(f"commit {cid.short} holds a '{VFS_DIR}' entry, which would "
                             "overwrite the repository; refusing to check it out")
     if force:
@@ -286,10 +290,37 @@ class _Plan:
         self.actions: list[tuple[int, str, TreeEntry | None]] = []
         self.conflicts: list[str] = []
 
+    def _rows(self, tid) -> tuple:
+        """Tree ``tid``'s rows as stored (``records.model.decode_tree_rows``):
+        nothing is decoded into entries or cached until a row is used."""
+        return () if tid is None else decode_tree_rows(self.src.tree_bytes(tid))
+
     def _entries(self, tid) -> dict[str, TreeEntry]:
-        if tid is None:
-            return {}
-        return {e.name: e for e in self.src.tree(tid).entries}
+        return {e.name: e for e in map(row_entry, self._rows(tid))}
+
+    def _pairs(self, a_tid, b_tid, c_tid=_UNUSED):
+        """``(name, a entry, b entry[, c entry])`` for each name whose rows differ
+        between trees ``a`` and ``b``: ``b``'s names in tree order, then those only
+        in ``a``. Equal rows are skipped unread, so a directory costs its rows'
+        comparison plus what differs. With ``c_tid``, that tree's entry of the same
+        name is added (HEAD's, in a three-way walk)."""
+        gone, came = changed_rows(self._rows(a_tid), self._rows(b_tid))
+        if not gone and not came:
+            return []
+        keys = sorted(came) + sorted(gone.keys() - came.keys())
+        out = []
+        c = None if c_tid is _UNUSED else {r[0]: r for r in self._rows(c_tid)}
+        for k in keys:
+            a, b = gone.get(k), came.get(k)
+            a = None if a is None else row_entry(a)
+            b = None if b is None else row_entry(b)
+            name = (b or a).name
+            if c is None:
+                out.append((name, a, b))
+            else:
+                rc = c.get(k)
+                out.append((name, a, b, None if rc is None else row_entry(rc)))
+        return out
 
     def check(self) -> None:
         if self.conflicts and not self.force:
@@ -312,8 +343,7 @@ class _Plan:
     def _make_dir(self, rel: str, te: TreeEntry) -> None:
         """Create directory ``rel`` and everything T has below it."""
         self.actions.append((MKDIR, rel, te))
-        for e in self.src.tree(te.id).entries:
-            check_name(e.name)
+        for e in map(row_entry, self._rows(te.id)):  # names checked
             self._create(_join(rel, e.name), e)
         self.actions.append((DIRMETA, rel, te))
 
@@ -333,13 +363,10 @@ class _ExactPlan(_Plan):
     def dir(self, rel: str, w_tid, h_tid, t_tid, *, probe: bool) -> None:
         """``probe``: the directory exists on disk and may hold names W does not
         show (ignored or special files), so new names are checked with lstat."""
-        w, h, t = self._entries(w_tid), self._entries(h_tid), self._entries(t_tid)
-        for name, te in t.items():
-            check_name(name)
-            self.entry(_join(rel, name), w.get(name), h.get(name), te, probe)
-        for name, we in w.items():
-            if name not in t:
-                self.entry(_join(rel, name), we, h.get(name), None, probe)
+        # Names where W and T hold equal rows need nothing: only the others are
+        # visited (with HEAD's entry of the same name).
+        for name, we, te, he in self._pairs(w_tid, t_tid, h_tid):
+            self.entry(_join(rel, name), we, he, te, probe)
 
     def entry(self, rel, we, he, te, probe) -> None:
         if te is None:
@@ -414,15 +441,8 @@ class _SwitchPlan(_Plan):
     def dir(self, rel: str, h_tid, t_tid, *, present: bool = True) -> None:
         """H and T differ in directory ``rel``, which is on disk as a real directory
         (``present``) or was deleted from the workspace and is being made again."""
-        h, t = self._entries(h_tid), self._entries(t_tid)
-        for name, te in t.items():
-            check_name(name)
-            he = h.get(name)
-            if he != te:
-                self.path(_join(rel, name), he, te, present)
-        for name, he in h.items():
-            if name not in t:
-                self.path(_join(rel, name), he, None, present)
+        for name, he, te in self._pairs(h_tid, t_tid):
+            self.path(_join(rel, name), he, te, present)
 
     def path(self, rel: str, he: TreeEntry | None, te: TreeEntry | None,
              present: bool = True) -> None:

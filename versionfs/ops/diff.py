@@ -33,9 +33,8 @@ import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from ..errors import CorruptObject
 from ..records.model import (
-    Kind, Tree, TreeEntry, decode_tree_rows, encode_tree, row_entry, tree_id,
+    Kind, Tree, TreeEntry, changed_rows, decode_tree_rows, encode_tree, row_entry, tree_id,
 )
 
 __all__ = ["EMPTY_TREE", "Change", "ChangeKind", "DiffResult", "DiffStats", "diff_trees",
@@ -206,18 +205,6 @@ def tree_rows(src, tid) -> tuple:
         return ()
     get = getattr(src, "tree_bytes", None)
     return decode_tree_rows(get(tid) if get is not None else encode_tree(src.tree(tid)))
-
-
-def changed_rows(old: tuple, new: tuple) -> tuple[dict, dict]:
-    """The rows of ``old`` not in ``new`` and those of ``new`` not in ``old``, each by
-    name bytes. Comparing whole rows as tuples runs in C: a directory of 1,000
-    entries where ten differ makes ten pairs of entries, not 2,000 (any field that
-    differs counts, mtime included; the caller decides what matters)."""
-    try:
-        so, sn = set(old), set(new)
-        return {r[0]: r for r in so - sn}, {r[0]: r for r in sn - so}
-    except (TypeError, IndexError) as exc:  # unhashable or empty rows: not a tree
-        raise CorruptObject(f"malformed tree record: {exc!r}; run 'vfs fsck'") from None
 
 
 def _differs(o: TreeEntry, n: TreeEntry) -> bool:
