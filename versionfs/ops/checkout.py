@@ -62,7 +62,8 @@ from ..workspace.materialize import (
     Apply,
 )
 from ..records.model import (
-    Kind, ObjectId, TreeEntry, changed_rows, decode_tree_rows, row_entry,
+    Kind, ObjectId, TreeEntry, decode_statcache, decode_tree_rows, row_entry, row_pairs,
+    stat_bytes,
 )
 from ..repo import refs
 from ..repo.repository import VFS_DIR, Repo
@@ -76,11 +77,11 @@ from ..workspace.scan import (
     cached_file_id,
     scan_workspace,
 )
+from ..workspace.lookahead import MISSING, Lookahead
 
 CONFLICTS_SHOWN = 10
 _NO_ID = ObjectId(bytes(32))  # content not known or not versionable: equals nothing
 _VFS_NAME = VFS_DIR.encode()
-_UNUSED = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +147,7 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
         plan.dir("", work.root, h_root, t_root, probe=True)
         scanned = work.statcache
     else:
-        plan = _SwitchPlan(repo, repo.workspace, warn)
-        if h_root != t_root:
-            plan.dir("", h_root, t_root)
+        plan = _plan_switch(repo, h_root, t_root, warn)
         plan.check()
         scanned = plan.scanned
     apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory)
@@ -156,6 +155,20 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
     head_name = advance[0] if advance else _head_after(repo, rev, cid, seen)
     _record(repo, scanned, apply, head_name, seen, cid, advance)
     return _result(apply, plan, cid, head_name, None)
+
+
+def _plan_switch(repo: Repo, h_root, t_root, warn, *, ahead: int | None = None):
+    """The plan of a switch from tree ``h_root`` to ``t_root`` (conflicts listed, not
+    raised), with the trees and the workspace read ahead on threads (``ahead``: the
+    look-ahead's limit of entries; 0 reads nothing ahead)."""
+    plan = _SwitchPlan(repo, repo.workspace, warn)
+    if h_root != t_root:
+        if ahead != 0:
+            plan.ahead = Lookahead(repo, repo.workspace, limit=ahead)
+            plan.ahead.switch(h_root, t_root)
+        plan.dir("", h_root, t_root)
+        plan.ahead = None
+    return plan
 
 
 def _checkout_into(repo, cid, into, force, warn, progress_factory) -> CheckoutResult:
@@ -241,7 +254,8 @@ def _record(repo: Repo, scanned: dict, apply: Apply, head_name: str, seen: refs.
             if key not in apply.touched:
                 txn.put("statcache", key, value)
         for key in apply.touched:
-            txn.delete("statcache", key)
+            if key not in apply.cache:  # (those are overwritten below)
+                txn.delete("statcache", key)
         for prefix in apply.removed_trees:
             for key in list(txn.keys("statcache", prefix)):
                 txn.delete("statcache", key)
@@ -289,6 +303,7 @@ class _Plan:
         self.force = force
         self.actions: list[tuple[int, str, TreeEntry | None]] = []
         self.conflicts: list[str] = []
+        self.ahead: Lookahead | None = None  # what was read ahead of the plan
 
     def _rows(self, tid) -> tuple:
         """Tree ``tid``'s rows as stored (``records.model.decode_tree_rows``):
@@ -298,29 +313,15 @@ class _Plan:
     def _entries(self, tid) -> dict[str, TreeEntry]:
         return {e.name: e for e in map(row_entry, self._rows(tid))}
 
-    def _pairs(self, a_tid, b_tid, c_tid=_UNUSED):
-        """``(name, a entry, b entry[, c entry])`` for each name whose rows differ
-        between trees ``a`` and ``b``: ``b``'s names in tree order, then those only
-        in ``a``. Equal rows are skipped unread, so a directory costs its rows'
-        comparison plus what differs. With ``c_tid``, that tree's entry of the same
-        name is added (HEAD's, in a three-way walk)."""
-        gone, came = changed_rows(self._rows(a_tid), self._rows(b_tid))
-        if not gone and not came:
-            return []
-        keys = sorted(came) + sorted(gone.keys() - came.keys())
-        out = []
-        c = None if c_tid is _UNUSED else {r[0]: r for r in self._rows(c_tid)}
-        for k in keys:
-            a, b = gone.get(k), came.get(k)
-            a = None if a is None else row_entry(a)
-            b = None if b is None else row_entry(b)
-            name = (b or a).name
-            if c is None:
-                out.append((name, a, b))
-            else:
-                rc = c.get(k)
-                out.append((name, a, b, None if rc is None else row_entry(rc)))
-        return out
+    def _pairs(self, a_tid, b_tid) -> list:
+        """``row_pairs`` of trees ``a`` and ``b``: ``(name, a entry, b entry)`` for each
+        name whose rows differ, ``b``'s names in tree order first. Equal rows are
+        skipped unread, so a directory costs its rows' comparison plus what differs."""
+        if self.ahead is not None:
+            got = self.ahead.pairs(a_tid, b_tid)
+            if got is not None:
+                return got
+        return row_pairs(self._rows(a_tid), self._rows(b_tid))
 
     def check(self) -> None:
         if self.conflicts and not self.force:
@@ -343,8 +344,8 @@ class _Plan:
     def _make_dir(self, rel: str, te: TreeEntry) -> None:
         """Create directory ``rel`` and everything T has below it."""
         self.actions.append((MKDIR, rel, te))
-        for e in map(row_entry, self._rows(te.id)):  # names checked
-            self._create(_join(rel, e.name), e)
+        for name, _, e in self._pairs(None, te.id):  # names checked
+            self._create(_join(rel, name), e)
         self.actions.append((DIRMETA, rel, te))
 
     def _replace(self, rel: str, te: TreeEntry) -> None:
@@ -365,8 +366,10 @@ class _ExactPlan(_Plan):
         show (ignored or special files), so new names are checked with lstat."""
         # Names where W and T hold equal rows need nothing: only the others are
         # visited (with HEAD's entry of the same name).
-        for name, we, te, he in self._pairs(w_tid, t_tid, h_tid):
-            self.entry(_join(rel, name), we, he, te, probe)
+        pairs = self._pairs(w_tid, t_tid)
+        h = {e.name: e for e in map(row_entry, self._rows(h_tid))} if pairs else {}
+        for name, we, te in pairs:
+            self.entry(_join(rel, name), we, h.get(name), te, probe)
 
     def entry(self, rel, we, he, te, probe) -> None:
         if te is None:
@@ -505,7 +508,8 @@ class _SwitchPlan(_Plan):
     def _probe(self, rel: str, he, te) -> TreeEntry | None:
         """What the workspace holds at ``rel``, as an entry (``_NO_ID`` when the
         content is surely neither H's nor T's, or not a file at all); None if absent."""
-        st = self._lstat(rel)
+        got = self.ahead.probe(rel) if self.ahead is not None else MISSING
+        st, raw = (self._lstat(rel), MISSING) if got is MISSING else got
         if st is None:
             return None
         name = rel.rpartition("/")[2]
@@ -523,12 +527,18 @@ class _SwitchPlan(_Plan):
         fid = _NO_ID
         if stat.S_ISREG(st.st_mode) and st.st_size in {
                 e.size for e in (he, te) if e is not None and e.kind is Kind.FILE}:
-            fid = self._file_id(rel, st)
+            fid = self._file_id(rel, st, raw)
         return TreeEntry(name, Kind.FILE, mode, st.st_size, mtime, fid)
 
-    def _file_id(self, rel: str, st: os.stat_result) -> ObjectId:
-        with self.repo.index.read() as txn:
-            fid = cached_file_id(txn, rel, st)
+    def _file_id(self, rel: str, st: os.stat_result, raw=MISSING) -> ObjectId:
+        """The id of the file at ``rel``: from the stat cache (its value ``raw``
+        when read ahead) if ``st`` matches, else hashed."""
+        if raw is MISSING:
+            with self.repo.index.read() as txn:
+                fid = cached_file_id(txn, rel, st)
+        else:
+            rec = decode_statcache(raw)
+            fid = rec[1] if rec is not None and rec[0] == stat_bytes(st) else None
         if fid is not None:
             return fid
         if self._ingestor is None:  # hash it as a scan would (no content stored)

@@ -239,6 +239,24 @@ def changed_rows(old: tuple, new: tuple) -> tuple[dict, dict]:
         raise CorruptObject(f"malformed tree record: {exc!r}; run 'vfs fsck'") from None
 
 
+def row_pairs(old: tuple, new: tuple) -> list[tuple[str, TreeEntry | None, TreeEntry | None]]:
+    """``(name, old entry, new entry)`` for each name whose rows differ between two
+    trees' rows (``changed_rows``): ``new``'s names in tree order, then those only in
+    ``old``; the side without the name has None. Only these rows become entries."""
+    gone, came = changed_rows(old, new)
+    if not gone and not came:
+        return []
+    out = []
+    for k in sorted(came):
+        b = row_entry(came[k])
+        a = gone.get(k)
+        out.append((b.name, None if a is None else row_entry(a), b))
+    for k in sorted(gone.keys() - came.keys()):
+        a = row_entry(gone[k])
+        out.append((a.name, a, None))
+    return out
+
+
 def make_tree(entries) -> Tree:
     """A tree from entries in any order, sorted canonically; names validated."""
     ordered = sorted(entries, key=lambda e: _name_key(e.name))
