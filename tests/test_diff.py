@@ -255,6 +255,26 @@ def test_corrupt_rows_are_refused():
             diff_trees(src, root, src, EMPTY_TREE)
 
 
+def test_a_missing_tree_met_while_reading_ahead_is_reported_by_the_walk():
+    from versionfs.errors import MissingObject
+
+    class Lossy(Source):
+        lost = None
+
+        def tree_bytes(self, tid):
+            if bytes(tid) == self.lost:
+                raise MissingObject(f"tree {tid.hex()[:12]} is missing; run 'vfs fsck'")
+            return super().tree_bytes(tid)
+
+    src = Lossy()
+    old = src.build({"a": {"x": b"1"}, "b": {"deep": {"y": b"1"}}})
+    new = src.build({"a": {"x": b"2"}, "b": {"deep": {"y": b"2"}}})
+    src.lost = bytes(src.trees[bytes(new)].get("b").id)
+    with pytest.raises(MissingObject, match="missing"):
+        diff_trees(src, old, src, new)
+    assert paths(diff_trees(src, old, src, new, paths=["a"]).modified) == ["a/x"]
+
+
 def msgpack_packb(obj) -> bytes:
     import msgpack
     return msgpack.packb(obj, use_bin_type=True)
