@@ -150,7 +150,7 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
         plan = _plan_switch(repo, h_root, t_root, warn)
         plan.check()
         scanned = plan.scanned
-    apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory)
+    apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory, plan.ready)
     apply.run()
     head_name = advance[0] if advance else _head_after(repo, rev, cid, seen)
     _record(repo, scanned, apply, head_name, seen, cid, advance)
@@ -167,6 +167,8 @@ def _plan_switch(repo: Repo, h_root, t_root, warn, *, ahead: int | None = None):
             plan.ahead = Lookahead(repo, repo.workspace, limit=ahead)
             plan.ahead.switch(h_root, t_root)
         plan.dir("", h_root, t_root)
+        if plan.ahead is not None:
+            plan.ready = plan.ahead.content
         plan.ahead = None
     return plan
 
@@ -304,6 +306,7 @@ class _Plan:
         self.actions: list[tuple[int, str, TreeEntry | None]] = []
         self.conflicts: list[str] = []
         self.ahead: Lookahead | None = None  # what was read ahead of the plan
+        self.ready: dict[bytes, bytes] = {}  # chunks read ahead for the writes
 
     def _rows(self, tid) -> tuple:
         """Tree ``tid``'s rows as stored (``records.model.decode_tree_rows``):

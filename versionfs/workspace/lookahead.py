@@ -10,13 +10,16 @@ with 16 threads (LMDB's lookups and the page faults of copying a value run witho
 the GIL, as ``lstat`` does).
 
 ``Lookahead.switch(h_root, t_root)`` does that walk breadth first before the plan
-runs: each pair of trees is read and compared by a worker, then every path found
-is probed by the workers. The plan takes the results (``pairs``, ``probe``) instead
-of reading, and reads for itself whatever is not here: the look-ahead stops after
-``LIMIT`` paths, so what it holds stays bounded whatever the change. It decides
-nothing: a result is what the same read would have answered a moment earlier, and
-the plan runs under the repository lock either way (the workspace may change under
-a checkout at any time; the plan's conflict rules are unchanged).
+runs: each pair of trees is read and compared by a worker, and every path found is
+probed by the workers while the walk goes on; the target's new small files are read
+too (their one chunk each, verified, up to ``CONTENT_BUDGET`` bytes), for the writes
+that follow the plan. The plan takes the results (``pairs``, ``probe``, and
+``content`` for the writer) instead of reading, and reads for itself whatever is not
+here: the look-ahead stops after ``LIMIT`` entries, so what it holds stays bounded
+whatever the change. It decides nothing: a result is what the same read would have
+answered a moment earlier, and the plan runs under the repository lock either way
+(the workspace may change under a checkout at any time; the plan's conflict rules
+are unchanged).
 
 Thread-safety: one ``Lookahead`` per plan, filled by ``switch`` and then read by
 the planning thread; the workers share only the repository's read paths.
@@ -26,10 +29,10 @@ from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..errors import VfsError
-from ..records.model import TreeEntry, decode_tree_rows, row_pairs
+from ..records.model import Kind, TreeEntry, decode_tree_rows, row_pairs
 from ..repo.repository import Repo
 from .scan import cache_key
 
@@ -42,26 +45,40 @@ LIMIT = 200_000  # entries read ahead before the walk stops going deeper (~250 B
 # pairs of 1,000-entry trees map about 18 MB (``Index.release_pages``).
 BATCH = 128
 MISSING = object()  # not read ahead: the caller reads for itself
+# Bytes of the target's small files read ahead at most (their chunks, verified), so
+# that the writes after the plan do not wait for those reads.
+CONTENT_BUDGET = 64 << 20
 
 
 class Lookahead:
     """Tree pairs and workspace probes for a switch, read before the plan needs them."""
 
-    def __init__(self, repo: Repo, root: str, *, threads: int = THREADS,
+    def __init__(self, repo: Repo, root: str, *, threads: int | None = None,
                  limit: int | None = None):
         self.repo = repo
         self.root = root
-        self.threads = threads
+        self.threads = THREADS if threads is None else threads
         self.limit = LIMIT if limit is None else limit
         self._pairs: dict[tuple, list] = {}
         self._probes: dict[str, tuple] = {}
+        self._small = repo.params.threshold  # files below it are one chunk: their id
+        self._budget = CONTENT_BUDGET
+        self._reading: list[tuple[bytes, Future]] = []
+        self.content: dict[bytes, bytes] = {}  # chunk id -> its bytes, verified
 
     def switch(self, h_root, t_root) -> None:
         """Read ahead for a switch from tree ``h_root`` to ``t_root``."""
         with ThreadPoolExecutor(self.threads, thread_name_prefix="vfs-ahead") as pool:
-            paths = self._walk(pool, h_root, t_root)
-            results = pool.map(self._probe, paths)
-            self._probes = {rel: got for rel, got in zip(paths, results) if got is not MISSING}
+            probes = self._walk(pool, h_root, t_root)
+            for rel, fut in probes:
+                got = fut.result()
+                if got is not MISSING:
+                    self._probes[rel] = got
+            for cid, fut in self._reading:
+                data = fut.result()
+                if data is not None:
+                    self.content[cid] = data
+        self._reading = []
         self.repo.index.release_pages()
 
     def pairs(self, a_tid, b_tid) -> list | None:
@@ -73,16 +90,18 @@ class Lookahead:
         ``rel`` as read ahead (the value only for a regular file), or ``MISSING``."""
         return self._probes.pop(rel, MISSING)
 
-    def _walk(self, pool, h_root, t_root) -> list[str]:
-        """Compare the trees level by level; the paths to probe, in walk order. A
-        read that fails stops the walk: the plan reads that tree itself and fails
-        there, with the same error it would have met without a look-ahead.
+    def _walk(self, pool, h_root, t_root) -> list[tuple[str, Future]]:
+        """Compare the trees level by level, probing each path to probe as soon as
+        it is found (the probes' reads overlap the next level's); the probes, in
+        walk order. A read that fails stops the walk: the plan reads that tree
+        itself and fails there, with the same error it would have met without a
+        look-ahead.
 
         Paths below a directory HEAD does not have are not probed (the plan creates
         them without looking); no deeper level is read once ``limit`` entries are
         held."""
         level = [("", h_root, t_root)]
-        paths: list[str] = []
+        probes: list[tuple[str, Future]] = []
         held = 0
         while level and held < self.limit:
             nxt = []
@@ -91,22 +110,27 @@ class Lookahead:
                 try:
                     found = list(pool.map(self._compare, [(a, b) for _, a, b in batch]))
                 except VfsError:  # a missing or damaged tree: the plan meets it there
-                    return paths[: self.limit]
+                    return probes
                 self.repo.index.release_pages()
                 for (rel, a, b), pairs in zip(batch, found):
-                    held += self._keep(rel, a, b, pairs, paths, nxt)
+                    held += self._keep(pool, rel, a, b, pairs, probes, nxt)
             level = nxt
-        return paths[: self.limit]
+        return probes
 
-    def _keep(self, rel: str, a, b, pairs: list, paths: list, nxt: list) -> int:
-        """Note one compared pair of trees: its paths to probe and the pairs of
-        subtrees to compare next. Returns how many entries it holds."""
+    def _keep(self, pool, rel: str, a, b, pairs: list, probes: list, nxt: list) -> int:
+        """Note one compared pair of trees: probe its paths (below a directory
+        HEAD has) and queue the pairs of subtrees to compare next. Returns how many
+        entries it holds."""
         self._pairs[(a, b)] = pairs
         prefix = f"{rel}/" if rel else ""
         for name, x, y in pairs:
             sub = prefix + name
-            if a is not None:
-                paths.append(sub)
+            if a is not None and len(probes) < self.limit:
+                probes.append((sub, pool.submit(self._probe, sub)))
+            if y is not None and y.kind is Kind.FILE and 0 < y.size < self._small and \
+                    y.size <= self._budget and (x is None or x.id != y.id):
+                self._budget -= y.size
+                self._reading.append((y.id, pool.submit(self._read, y.id)))
             xa, yb = _sub(x), _sub(y)
             if xa != yb:
                 nxt.append((sub, xa, yb))
@@ -118,6 +142,14 @@ class Lookahead:
 
     def _rows(self, tid) -> tuple:
         return () if tid is None else decode_tree_rows(self.repo.tree_bytes(tid))
+
+    def _read(self, cid: bytes) -> bytes | None:
+        """A small file's one chunk, verified; None if it cannot be read now (the
+        checkout reads it again and reports why)."""
+        try:
+            return self.repo.read_chunk(cid)
+        except VfsError:
+            return None
 
     def _probe(self, rel: str):
         try:
