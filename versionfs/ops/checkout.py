@@ -3,8 +3,10 @@
 Only what differs is touched, and only what differs is looked at. With HEAD's tree H
 and the target's tree T, a walk descends only into directories whose ids differ, so
 switching between two versions costs time in proportion to what differs between
-them, not to the dataset's size. At each path where H and T differ the workspace is
-probed (lstat; the stat cache gives the content id, or the file is hashed):
+them, not to the dataset's size. Two directories are compared as their stored
+rows (``records.model.row_pairs``): only rows that differ become entries, and no
+decoded tree is kept. At each path where H and T differ the workspace is probed
+(lstat; the stat cache gives the content id, or the file is hashed):
 
 * workspace equals H there (clean), or the path is missing: it becomes T's.
 * workspace already has T's content: at most its mode and mtime are set.
@@ -15,15 +17,21 @@ probed (lstat; the stat cache gives the content id, or the file is hashed):
   does); untracked files T does not touch stay, and a directory T removes but that
   still holds them is kept (with a warning).
 
+For a switch, the trees, the probes and the target's small files are read first
+on a pool of threads (``workspace.lookahead``: on cold caches these are random reads,
+and many in flight finish several times sooner than one at a time); the plan then
+runs on what was read, as it would without it.
+
 ``force`` makes the workspace equal T exactly: the whole workspace is scanned (the
 stat cache keeps that fast) into a tree W, and a three-way walk over W, H and T
 rewrites whatever differs from T, discarding local changes. ``into`` writes T into
 an empty directory the same way, with no W.
 
 The plan is carried out by ``materialize.Apply``: files are written under temporary
-names and renamed over (never torn), large objects cloned where the filesystem
-allows, other content copied chunk by chunk with every chunk verified, all through
-directory fds opened ``O_NOFOLLOW``. Nothing is ever linked into the cache.
+names and renamed over (never torn) by worker threads, large objects cloned where
+the filesystem allows, other content copied chunk by chunk with every chunk
+verified, all through directory fds opened ``O_NOFOLLOW``; directories' modes and
+mtimes are set last. Nothing is ever linked into the cache.
 
 Stat cache: each written file gets an entry (stat after the rename → file id). The
 scanner's racy rule (no entry when mtime or ctime is within 100 ms of now) guards

@@ -7,8 +7,10 @@ renamed over: never a torn file. Large files whose whole-file blob is in objects
 are cloned (FICLONE); other content is copied chunk by chunk, each chunk checked
 against its id. Every operation goes through directory fds opened with
 ``O_NOFOLLOW``, so a symlink in the tree cannot redirect a write outside it. Modes
-(without set-id bits) and mtimes come from the entries; a directory's are set after
-its contents.
+(without set-id bits) and mtimes come from the entries; directories' are set last,
+deepest first, once every file is written. Files are written by worker threads,
+many at once (each is a few system calls that wait on the file system); chunks
+the caller read ahead (``ready``) are not read again.
 
 Thread-safety: one ``Apply`` per checkout; it writes files on its own worker
 threads (large and small files on separate pools) and joins them before returning;
