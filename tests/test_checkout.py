@@ -731,10 +731,6 @@ def test_lookahead_reads_the_pairs_and_probes_the_plan_will_ask_for(two_versions
     assert ahead.probe("d/e/big2.bin") == (None, None)  # absent from the workspace
     assert ahead.probe("ro.dat") is MISSING  # equal in both trees: never looked at
     assert ahead.probe("gone/file") is MISSING  # below a directory HEAD lacks
-    v1 = repo.resolve("v1")
-    small, big, meta = (repo.entry(v1, p) for p in ("a.txt", "big.bin", "exec.sh"))
-    assert ahead.content[small.id] == b"alpha\n"  # the target's small files, read
-    assert big.id not in ahead.content and meta.id not in ahead.content  # large; same id
     short = Lookahead(repo, str(ws), limit=1)
     short.switch(h, t)
     assert short.pairs(h, t) is not None and short.probe("d/e") is MISSING

@@ -17,8 +17,7 @@ decoded tree is kept. At each path where H and T differ the workspace is probed
   does); untracked files T does not touch stay, and a directory T removes but that
   still holds them is kept (with a warning).
 
-For a switch, the trees, the probes and the target's small files are read first
-on a pool of threads (``workspace.lookahead``: on cold caches these are random reads,
+For a switch, the trees and the probes are read first on a pool of threads (``workspace.lookahead``: on cold caches these are random reads,
 and many in flight finish several times sooner than one at a time); the plan then
 runs on what was read, as it would without it.
 
@@ -158,7 +157,7 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
         plan = _plan_switch(repo, h_root, t_root, warn)
         plan.check()
         scanned = plan.scanned
-    apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory, plan.ready)
+    apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory)
     apply.run()
     head_name = advance[0] if advance else _head_after(repo, rev, cid, seen)
     _record(repo, scanned, apply, head_name, seen, cid, advance)
@@ -175,8 +174,6 @@ def _plan_switch(repo: Repo, h_root, t_root, warn, *, ahead: int | None = None):
             plan.ahead = Lookahead(repo, repo.workspace, limit=ahead)
             plan.ahead.switch(h_root, t_root)
         plan.dir("", h_root, t_root)
-        if plan.ahead is not None:
-            plan.ready = plan.ahead.content
         plan.ahead = None
     return plan
 
@@ -314,7 +311,6 @@ class _Plan:
         self.actions: list[tuple[int, str, TreeEntry | None]] = []
         self.conflicts: list[str] = []
         self.ahead: Lookahead | None = None  # what was read ahead of the plan
-        self.ready: dict[bytes, bytes] = {}  # chunks read ahead for the writes
 
     def _rows(self, tid) -> tuple:
         """Tree ``tid``'s rows as stored (``records.model.decode_tree_rows``):

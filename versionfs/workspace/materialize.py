@@ -9,8 +9,7 @@ against its id. Every operation goes through directory fds opened with
 ``O_NOFOLLOW``, so a symlink in the tree cannot redirect a write outside it. Modes
 (without set-id bits) and mtimes come from the entries; directories' are set last,
 deepest first, once every file is written. Files are written by worker threads,
-many at once (each is a few system calls that wait on the file system); chunks
-the caller read ahead (``ready``) are not read again.
+many at once (each is a few system calls that wait on the file system).
 
 Thread-safety: one ``Apply`` per checkout; it writes files on its own worker
 threads (large and small files on separate pools) and joins them before returning;
@@ -63,10 +62,8 @@ class Apply:
     it is done.
     """
 
-    def __init__(self, repo: Repo, root: str, actions: list, warn, progress_factory,
-                 ready: dict[bytes, bytes] | None = None):
+    def __init__(self, repo: Repo, root: str, actions: list, warn, progress_factory):
         self.repo = repo
-        self.ready = ready or {}  # chunk id -> bytes already read and verified
         self.actions = actions
         self.warn = warn
         self.fds = _DirFds(root)
@@ -271,9 +268,7 @@ class Apply:
             _preallocate(fd, e.size)
         done = 0
         for ref in self.repo.chunks(e):
-            data = self.ready.get(ref.id)
-            if data is None:
-                data = self.repo.read_chunk(ref.id)
+            data = self.repo.read_chunk(ref.id)
             _write_all(fd, data)
             done += len(data)
             self._tick(len(data))
