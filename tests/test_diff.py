@@ -407,6 +407,45 @@ def test_cli_diff_against_workspace(cli, history):
     assert out["modified"] == ["docs/new.md"] and out["added"] == []
 
 
+def test_cli_diff_of_commits_changed_at_every_depth(cli, storage):
+    """Changes spread over many directories and levels (the trees are read ahead
+    breadth first): every kind of change, with and without paths."""
+    ws = storage / "ws"
+    repo = make_repo(ws)
+    for a in range(6):
+        for b in range(5):
+            for i in range(4):
+                write(ws, f"a{a}/b{b}/f{i}.txt", f"{a} {b} {i}")
+    write(ws, "a0/turns_into_dir", "file")
+    write(ws, "a1/b1/gone/x.txt", "gone")
+    snap(repo, "v1", tag="v1")
+    for a in range(6):
+        write(ws, f"a{a}/b{a % 5}/f0.txt", f"changed {a}")
+    os.remove(ws / "a0/turns_into_dir")
+    write(ws, "a0/turns_into_dir/inside.txt", "now a directory")
+    for name in os.listdir(ws / "a1/b1/gone"):
+        os.remove(ws / "a1/b1/gone" / name)
+    os.rmdir(ws / "a1/b1/gone")
+    os.rename(ws / "a2/b3/f3.txt", ws / "a5/b4/moved.txt")
+    (ws / "a3/b2/f1.txt").chmod(0o755)
+    snap(repo, "v2", tag="v2")
+    repo.close()
+    out = json.loads(cli("diff", "v1", "v2", "--json", cwd=ws).stdout)
+    assert out["modified"] == sorted([f"a{a}/b{a % 5}/f0.txt" for a in range(6)] +
+                                     ["a3/b2/f1.txt"])
+    assert out["added"] == ["a0/turns_into_dir/inside.txt"]
+    assert out["removed"] == ["a0/turns_into_dir", "a1/b1/gone/x.txt"]
+    assert out["renamed"] == [{"from": "a2/b3/f3.txt", "to": "a5/b4/moved.txt"}]
+    out = json.loads(cli("diff", "v1", "v2", "a0", "a5/b4", "--json", cwd=ws).stdout)
+    assert (out["modified"], out["added"], out["removed"], out["renamed"]) == (
+        ["a0/b0/f0.txt"], ["a0/turns_into_dir/inside.txt", "a5/b4/moved.txt"],
+        ["a0/turns_into_dir"], [])  # the rename's other side is outside the paths
+    lines = cli("diff", "v1", "v2", "--stat", cwd=ws).stdout.splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        ["added", "1", "path"], ["removed", "2", "paths"], ["modified", "7", "paths"],
+        ["renamed", "1", "path"]]
+
+
 def test_cli_diff_errors(cli, tmp_path, history):
     ws, repo, v1, v2 = history
     repo.close()
