@@ -204,6 +204,32 @@ def test_switch_touches_only_differing_files(two_versions):
     assert describe(ws) == d1
 
 
+def test_switch_reads_only_the_trees_that_differ_and_keeps_none(storage, monkeypatch):
+    ws = storage / "ws"
+    repo = make_repo(ws)
+    for i in range(30):
+        put(ws, f"same/deep/f{i}", f"unchanged {i}")
+        put(ws, f"changed/f{i}", f"v1 {i}")
+    settle_dirs(ws)
+    snap(repo, "v1")
+    put(ws, "changed/f7", "v2 7")
+    put(ws, "changed/f8", "v2 8", mtime=OLD + 1)
+    os.utime(ws / "changed/f9", ns=(OLD + 2, OLD + 2))  # metadata only
+    settle_dirs(ws)
+    snap(repo, "v2")
+    v1, v2 = (repo.commit(repo.resolve(r)).tree for r in ("v1", "v2"))
+    same = repo.tree(v1).get("same").id
+    repo._trees.clear()
+    reads = []
+    real = repo.tree_bytes
+    monkeypatch.setattr(repo, "tree_bytes", lambda tid: reads.append(bytes(tid)) or real(tid))
+    res = checkout(repo, "v1")
+    assert (res.files_written, res.files_updated) == (2, 1)
+    assert same not in reads and len(reads) == 5  # v1's root (the .vfs check), 2 x 2
+    assert not repo._trees  # rows compared raw: no decoded tree kept (memory at scale)
+    assert (ws / "changed/f7").read_text() == "v1 7" and clean(repo)
+
+
 def test_stat_cache_is_refreshed_for_written_files(storage):
     ws = storage / "ws"
     repo = make_repo(ws)
@@ -666,6 +692,119 @@ def test_force_from_any_workspace_gives_the_target(a, b, c):
                     assert dc.get(p) == v and (p not in db or db[p][0] == "dir"), p
         finally:
             repo.close()
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(a=ROOTS, b=ROOTS, c=ROOTS)
+def test_reading_ahead_changes_no_plan(a, b, c):
+    """The look-ahead only reads: with it cut short anywhere, or not at all, the
+    switch plans the same actions and finds the same conflicts."""
+    from versionfs.ops.checkout import _plan_switch
+    with tempfile.TemporaryDirectory() as tmp:
+        repo, ws, _ = three_workspaces(tmp, a, b, c)
+        try:
+            h, t = (repo.commit(repo.resolve(r)).tree for r in ("b", "a"))
+            plans = [_plan_switch(repo, h, t, print, ahead=k) for k in (None, 0, 1, 4)]
+            for plan in plans[1:]:
+                assert (plan.actions, plan.conflicts) == (plans[0].actions,
+                                                          plans[0].conflicts)
+        finally:
+            repo.close()
+
+
+def test_lookahead_reads_the_pairs_and_probes_the_plan_will_ask_for(two_versions):
+    from versionfs.workspace.lookahead import MISSING, Lookahead
+    repo, ws, d1, d2 = two_versions
+    h, t = (repo.commit(repo.resolve(r)).tree for r in ("v2", "v1"))
+    (ws / "d/e/big2.bin").unlink()
+    ahead = Lookahead(repo, str(ws))
+    ahead.switch(h, t)
+    assert [name for name, _, _ in ahead.pairs(h, t)][:3] == ["a.txt", "becomes_dir",
+                                                             "becomes_file"]
+    st, raw = ahead.probe("a.txt")
+    with repo.index.read() as txn:
+        assert raw == txn.get("statcache", b"a.txt")
+    assert st.st_ino == os.lstat(ws / "a.txt").st_ino
+    assert ahead.probe("a.txt") is MISSING  # taken once
+    assert ahead.probe("new/sub/file") != MISSING  # under a directory HEAD has
+    assert ahead.probe("d/e/big2.bin") == (None, None)  # absent from the workspace
+    assert ahead.probe("ro.dat") is MISSING  # equal in both trees: never looked at
+    assert ahead.probe("gone/file") is MISSING  # below a directory HEAD lacks
+    short = Lookahead(repo, str(ws), limit=1)
+    short.switch(h, t)
+    assert short.pairs(h, t) is not None and short.probe("d/e") is MISSING
+
+
+def test_a_missing_tree_fails_the_switch_before_anything_is_written(two_versions):
+    from versionfs.errors import MissingObject
+    repo, ws, d1, d2 = two_versions
+    lost = repo.entry(repo.resolve("v1"), "d/e").id
+    with repo.index.write() as txn:
+        txn.delete("trees", lost)
+    head = repo.head()
+    with pytest.raises(MissingObject, match=f"tree {lost.short} is missing"):
+        checkout(repo, "v1")
+    assert describe(ws) == d2 and repo.head() == head
+
+
+def many_small_versions(ws: Path, dirs: int = 7, per_dir: int = 100):
+    """A repository whose v1 and v2 differ in every file of ``dirs`` directories
+    (more files than the writers keep in flight), some of them read-only."""
+    repo = make_repo(ws)
+    for v in ("v1", "v2"):
+        for d in range(dirs):
+            for i in range(per_dir):
+                put(ws, f"d{d}/f{i}", f"{v} {d} {i}" * (1 + i % 7), mtime=OLD + i)
+        for d in range(0, dirs, 3):
+            os.chmod(ws / f"d{d}", 0o555)
+        settle_dirs(ws, OLD + (v == "v2"))
+        snap(repo, v)
+        if v == "v1":
+            for d in range(dirs):
+                os.chmod(ws / f"d{d}", 0o755)
+    return repo
+
+
+def test_many_files_written_in_parallel_round_trip(storage):
+    ws = storage / "ws"
+    repo = many_small_versions(ws)
+    d2 = describe(ws)
+    try:
+        res = checkout(repo, "v1")
+        assert res.files_written == 700
+        d1 = describe(ws)
+        assert d1 != d2 and d1["d3"] == ("dir", 0o555, OLD) and d1["d1"][1] == 0o755
+        assert d1["d1/f5"] == ("file", 0o644, OLD + 5, b"v1 1 5" * 6)
+        time.sleep(0.15)  # past the racy window, so the scan could use every entry
+        work = scan_workspace(repo)
+        assert work.stats.files_read == 0 and work.root == repo.commit(repo.head()).tree
+        checkout(repo, "v2")
+        assert describe(ws) == d2
+    finally:
+        repo.close()
+
+
+def test_a_failure_among_parallel_writes_leaves_every_file_old_or_new(storage):
+    ws = storage / "ws"
+    repo = many_small_versions(ws)
+    try:
+        v1 = repo.resolve("v1")
+        head = repo.head()
+        _damage_chunk(repo, repo.entry(v1, "d4/f50").id)
+        with pytest.raises(CorruptObject, match=r"damaged.*while checking out d4/f50"):
+            checkout(repo, "v1")
+        assert repo.head() == head
+        for d in range(7):
+            names = os.listdir(ws / f"d{d}")
+            assert sorted(names) == sorted(f"f{i}" for i in range(100)), names
+            for i in range(100):
+                data = (ws / f"d{d}/f{i}").read_bytes()
+                assert data in (f"v1 {d} {i}".encode() * (1 + i % 7),
+                                f"v2 {d} {i}".encode() * (1 + i % 7))
+        assert (ws / "d4/f50").read_bytes().startswith(b"v2")
+    finally:
+        repo.close()
 
 
 def test_non_utf8_names_round_trip(tmp_path):

@@ -35,7 +35,7 @@ class Link:
 
 
 class Source:
-    """``tree`` and ``chunks`` over dicts; counts tree reads."""
+    """``tree_bytes``, ``tree`` and ``chunks`` over dicts; counts tree reads."""
 
     def __init__(self):
         self.trees = {}
@@ -45,6 +45,10 @@ class Source:
     def tree(self, tid):
         self.reads.append(bytes(tid))
         return self.trees[bytes(tid)]
+
+    def tree_bytes(self, tid):
+        self.reads.append(bytes(tid))
+        return encode_tree(self.trees[bytes(tid)])
 
     def chunks(self, entry):
         if entry.id in self.records:
@@ -178,6 +182,104 @@ def test_identical_subtrees_are_skipped():
     assert len(src.reads) == 4  # two roots and two "changed", never "shared"
 
 
+class TreeOnly(Source):
+    """A source offering only ``tree`` (no raw rows), as an in-memory one may."""
+
+    tree_bytes = None
+
+
+def test_a_source_without_tree_bytes_is_read_through_tree():
+    old, new = {"d": {"x": b"1", "y": b"1"}, "e": {"f": b"1"}}, {"d": {"x": b"2", "y": b"1"}}
+    src = TreeOnly()
+    r = diff_trees(src, src.build(old), src, src.build(new))
+    assert paths(r.modified) == ["d/x"] and paths(r.removed) == ["e/f"]
+    assert r == diff(old, new)
+
+
+def test_rows_that_differ_only_in_mtime_or_a_directory_s_metadata_list_nothing():
+    r = diff({"d": {"f": File(b"x", mtime=1)}, "e": {}},
+             {"d": {"f": File(b"x", mtime=2)}, "e": {}})
+    assert r.empty
+    src = Source()
+    old = src.build({"d": {"f": b"x"}})
+    new_tree = make_tree([TreeEntry("d", Kind.DIR, 0o700, 0, 5,
+                                    src.trees[bytes(old)].entries[0].id)])
+    new = tree_id(encode_tree(new_tree))
+    src.trees[bytes(new)] = new_tree
+    assert diff_trees(src, old, src, new).empty  # same subtree id: not descended
+
+
+def test_type_changes_between_file_symlink_and_directory():
+    r = diff({"a": b"file", "b": Link("t"), "c": {"x": b"1"}, "d": b"f", "e": {}},
+             {"a": {"in": b"2"}, "b": {}, "c": Link("u"), "d": Link("f"), "e": b""})
+    assert paths(r.added) == ["a/in", "b/", "c", "e"]
+    assert paths(r.removed) == ["a", "b", "c/x", "e/"]
+    assert paths(r.modified) == ["d"] and r.modified[0].reasons == ("kind", "mode")
+
+
+def test_renames_across_directories_and_into_new_ones():
+    r = diff({"a": {"x.bin": b"one", "y.bin": b"two"}, "b": {"z.bin": b"three"}},
+             {"a": {"y.bin": b"two"}, "b": {"z.bin": b"three", "x.bin": b"one"},
+              "c": {"d": {"moved": b"three"}}})
+    assert r.renamed == (("a/x.bin", "b/x.bin"),)
+    assert paths(r.added) == ["c/d/moved"] and r.removed == ()
+
+
+def test_paths_filter_with_changes_at_every_level():
+    old = {"a": {"b": {"c": b"1", "gone": {"g": b"g"}}, "x": b"1"}, "ab": b"1"}
+    new = {"a": {"b": {"c": b"2", "new": {"n": b"n"}}, "x": b"2"}, "ab": b"2",
+           "q": {"r": b"r"}}
+    r = diff(old, new, paths=["a/b"])
+    assert (paths(r.modified), paths(r.added), paths(r.removed)) == \
+        (["a/b/c"], ["a/b/new/n"], ["a/b/gone/g"])
+    r = diff(old, new, paths=["a/b/gone/g", "q/r", "ab"])
+    assert (paths(r.modified), paths(r.added), paths(r.removed)) == \
+        (["ab"], ["q/r"], ["a/b/gone/g"])
+    assert diff(old, new, paths=["a/"]) == diff(old, new, paths=["a"])
+
+
+def test_corrupt_rows_are_refused():
+    from versionfs.errors import CorruptObject
+
+    class Bad(Source):
+        def tree_bytes(self, tid):
+            return self.bad
+
+    src = Bad()
+    root = src.build({"a": b"1"})
+    for bad in (b"\xc1", msgpack_packb({"not": "rows"}), msgpack_packb([[]]),
+                msgpack_packb([[{"x": 1}]]), msgpack_packb([[b"..", 1, 0, 0, 0, b"i", b""]]),
+                msgpack_packb([[b"n", 9, 0, 0, 0, b"i", b""]])):
+        src.bad = bad
+        with pytest.raises(CorruptObject, match="tree"):
+            diff_trees(src, root, src, EMPTY_TREE)
+
+
+def test_a_missing_tree_met_while_reading_ahead_is_reported_by_the_walk():
+    from versionfs.errors import MissingObject
+
+    class Lossy(Source):
+        lost = None
+
+        def tree_bytes(self, tid):
+            if bytes(tid) == self.lost:
+                raise MissingObject(f"tree {tid.hex()[:12]} is missing; run 'vfs fsck'")
+            return super().tree_bytes(tid)
+
+    src = Lossy()
+    old = src.build({"a": {"x": b"1"}, "b": {"deep": {"y": b"1"}}})
+    new = src.build({"a": {"x": b"2"}, "b": {"deep": {"y": b"2"}}})
+    src.lost = bytes(src.trees[bytes(new)].get("b").id)
+    with pytest.raises(MissingObject, match="missing"):
+        diff_trees(src, old, src, new)
+    assert paths(diff_trees(src, old, src, new, paths=["a"]).modified) == ["a/x"]
+
+
+def msgpack_packb(obj) -> bytes:
+    import msgpack
+    return msgpack.packb(obj, use_bin_type=True)
+
+
 def test_chunk_level_stats():
     a, b, c, x = (bytes([i]) * 1000 for i in range(4))
     r = diff({"big": File(chunks=[a, b, c]), "small": b"12345", "gone": b"123"},
@@ -244,7 +346,9 @@ def history(storage):
 
 def test_two_commits(history):
     ws, repo, v1, v2 = history
+    repo._trees.clear()
     r = diff_trees(repo, repo.commit(v1).tree, repo, repo.commit(v2).tree)
+    assert not repo._trees  # rows compared raw: no decoded tree kept (memory at scale)
     assert paths(r.added) == ["docs/new.md"]
     assert paths(r.modified) == ["data/big.bin", "latest", "run.sh"]
     assert r.renamed == (("data/old.csv", "data/renamed.csv"),)
@@ -301,6 +405,45 @@ def test_cli_diff_against_workspace(cli, history):
     assert "docs/new.md" in out["added"] and "data/big.bin" in out["modified"]
     out = json.loads(cli("diff", "v2", "docs", "--json", cwd=ws).stdout)
     assert out["modified"] == ["docs/new.md"] and out["added"] == []
+
+
+def test_cli_diff_of_commits_changed_at_every_depth(cli, storage):
+    """Changes spread over many directories and levels (the trees are read ahead
+    breadth first): every kind of change, with and without paths."""
+    ws = storage / "ws"
+    repo = make_repo(ws)
+    for a in range(6):
+        for b in range(5):
+            for i in range(4):
+                write(ws, f"a{a}/b{b}/f{i}.txt", f"{a} {b} {i}")
+    write(ws, "a0/turns_into_dir", "file")
+    write(ws, "a1/b1/gone/x.txt", "gone")
+    snap(repo, "v1", tag="v1")
+    for a in range(6):
+        write(ws, f"a{a}/b{a % 5}/f0.txt", f"changed {a}")
+    os.remove(ws / "a0/turns_into_dir")
+    write(ws, "a0/turns_into_dir/inside.txt", "now a directory")
+    for name in os.listdir(ws / "a1/b1/gone"):
+        os.remove(ws / "a1/b1/gone" / name)
+    os.rmdir(ws / "a1/b1/gone")
+    os.rename(ws / "a2/b3/f3.txt", ws / "a5/b4/moved.txt")
+    (ws / "a3/b2/f1.txt").chmod(0o755)
+    snap(repo, "v2", tag="v2")
+    repo.close()
+    out = json.loads(cli("diff", "v1", "v2", "--json", cwd=ws).stdout)
+    assert out["modified"] == sorted([f"a{a}/b{a % 5}/f0.txt" for a in range(6)] +
+                                     ["a3/b2/f1.txt"])
+    assert out["added"] == ["a0/turns_into_dir/inside.txt"]
+    assert out["removed"] == ["a0/turns_into_dir", "a1/b1/gone/x.txt"]
+    assert out["renamed"] == [{"from": "a2/b3/f3.txt", "to": "a5/b4/moved.txt"}]
+    out = json.loads(cli("diff", "v1", "v2", "a0", "a5/b4", "--json", cwd=ws).stdout)
+    assert (out["modified"], out["added"], out["removed"], out["renamed"]) == (
+        ["a0/b0/f0.txt"], ["a0/turns_into_dir/inside.txt", "a5/b4/moved.txt"],
+        ["a0/turns_into_dir"], [])  # the rename's other side is outside the paths
+    lines = cli("diff", "v1", "v2", "--stat", cwd=ws).stdout.splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        ["added", "1", "path"], ["removed", "2", "paths"], ["modified", "7", "paths"],
+        ["renamed", "1", "path"]]
 
 
 def test_cli_diff_errors(cli, tmp_path, history):

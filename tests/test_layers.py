@@ -59,7 +59,7 @@ RANKS: dict[str, float] = {
     "remote": 3.29,
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
-    "workspace.scan": 3.5, "workspace.materialize": 3.6,
+    "workspace.scan": 3.5, "workspace.lookahead": 3.55, "workspace.materialize": 3.6,
     # ops/: the verbs, one module each (equal rank: they may not import one another),
     # above the helpers they share
     "ops": 3.8, "ops.reach": 3.8, "ops.params": 3.8, "ops.roots": 3.9,

@@ -3,8 +3,10 @@
 Only what differs is touched, and only what differs is looked at. With HEAD's tree H
 and the target's tree T, a walk descends only into directories whose ids differ, so
 switching between two versions costs time in proportion to what differs between
-them, not to the dataset's size. At each path where H and T differ the workspace is
-probed (lstat; the stat cache gives the content id, or the file is hashed):
+them, not to the dataset's size. Two directories are compared as their stored
+rows (``records.model.row_pairs``): only rows that differ become entries, and no
+decoded tree is kept. At each path where H and T differ the workspace is probed
+(lstat; the stat cache gives the content id, or the file is hashed):
 
 * workspace equals H there (clean), or the path is missing: it becomes T's.
 * workspace already has T's content: at most its mode and mtime are set.
@@ -15,15 +17,20 @@ probed (lstat; the stat cache gives the content id, or the file is hashed):
   does); untracked files T does not touch stay, and a directory T removes but that
   still holds them is kept (with a warning).
 
+For a switch, the trees and the probes are read first on a pool of threads (``workspace.lookahead``: on cold caches these are random reads,
+and many in flight finish several times sooner than one at a time); the plan then
+runs on what was read, as it would without it.
+
 ``force`` makes the workspace equal T exactly: the whole workspace is scanned (the
 stat cache keeps that fast) into a tree W, and a three-way walk over W, H and T
 rewrites whatever differs from T, discarding local changes. ``into`` writes T into
 an empty directory the same way, with no W.
 
 The plan is carried out by ``materialize.Apply``: files are written under temporary
-names and renamed over (never torn), large objects cloned where the filesystem
-allows, other content copied chunk by chunk with every chunk verified, all through
-directory fds opened ``O_NOFOLLOW``. Nothing is ever linked into the cache.
+names and renamed over (never torn) by worker threads, large objects cloned where
+the filesystem allows, other content copied chunk by chunk with every chunk
+verified, all through directory fds opened ``O_NOFOLLOW``; directories' modes and
+mtimes are set last. Nothing is ever linked into the cache.
 
 Stat cache: each written file gets an entry (stat after the rename → file id). The
 scanner's racy rule (no entry when mtime or ctime is within 100 ms of now) guards
@@ -61,7 +68,10 @@ from ..workspace.materialize import (
     WRITE,
     Apply,
 )
-from ..records.model import Kind, ObjectId, TreeEntry, check_name
+from ..records.model import (
+    Kind, ObjectId, TreeEntry, decode_statcache, decode_tree_rows, row_entry, row_pairs,
+    stat_bytes,
+)
 from ..repo import refs
 from ..repo.repository import VFS_DIR, Repo
 from ..workspace.scan import (
@@ -74,9 +84,11 @@ from ..workspace.scan import (
     cached_file_id,
     scan_workspace,
 )
+from ..workspace.lookahead import MISSING, Lookahead
 
 CONFLICTS_SHOWN = 10
 _NO_ID = ObjectId(bytes(32))  # content not known or not versionable: equals nothing
+_VFS_NAME = VFS_DIR.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +145,7 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
         head = refs.head_commit(txn, seen)
     h_root = repo.commit(head).tree if head is not None else None
     t_root = repo.commit(cid).tree
-    if repo.tree(t_root).get(VFS_DIR) is not None:
+    if any(row[0] == _VFS_NAME for row in decode_tree_rows(repo.tree_bytes(t_root))):
         raise CorruptObject(f"commit {cid.short} holds a '{VFS_DIR}' entry, which would "
                             "overwrite the repository; refusing to check it out")
     if force:
@@ -142,9 +154,7 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
         plan.dir("", work.root, h_root, t_root, probe=True)
         scanned = work.statcache
     else:
-        plan = _SwitchPlan(repo, repo.workspace, warn)
-        if h_root != t_root:
-            plan.dir("", h_root, t_root)
+        plan = _plan_switch(repo, h_root, t_root, warn)
         plan.check()
         scanned = plan.scanned
     apply = Apply(repo, repo.workspace, plan.actions, warn, progress_factory)
@@ -152,6 +162,20 @@ def _checkout_workspace(repo, rev, cid, force, warn, progress_factory,
     head_name = advance[0] if advance else _head_after(repo, rev, cid, seen)
     _record(repo, scanned, apply, head_name, seen, cid, advance)
     return _result(apply, plan, cid, head_name, None)
+
+
+def _plan_switch(repo: Repo, h_root, t_root, warn, *, ahead: int | None = None):
+    """The plan of a switch from tree ``h_root`` to ``t_root`` (conflicts listed, not
+    raised), with the trees and the workspace read ahead on threads (``ahead``: the
+    look-ahead's limit of entries; 0 reads nothing ahead)."""
+    plan = _SwitchPlan(repo, repo.workspace, warn)
+    if h_root != t_root:
+        if ahead != 0:
+            plan.ahead = Lookahead(repo, repo.workspace, limit=ahead)
+            plan.ahead.switch(h_root, t_root)
+        plan.dir("", h_root, t_root)
+        plan.ahead = None
+    return plan
 
 
 def _checkout_into(repo, cid, into, force, warn, progress_factory) -> CheckoutResult:
@@ -237,7 +261,8 @@ def _record(repo: Repo, scanned: dict, apply: Apply, head_name: str, seen: refs.
             if key not in apply.touched:
                 txn.put("statcache", key, value)
         for key in apply.touched:
-            txn.delete("statcache", key)
+            if key not in apply.cache:  # (those are overwritten below)
+                txn.delete("statcache", key)
         for prefix in apply.removed_trees:
             for key in list(txn.keys("statcache", prefix)):
                 txn.delete("statcache", key)
@@ -285,11 +310,25 @@ class _Plan:
         self.force = force
         self.actions: list[tuple[int, str, TreeEntry | None]] = []
         self.conflicts: list[str] = []
+        self.ahead: Lookahead | None = None  # what was read ahead of the plan
+
+    def _rows(self, tid) -> tuple:
+        """Tree ``tid``'s rows as stored (``records.model.decode_tree_rows``):
+        nothing is decoded into entries or cached until a row is used."""
+        return () if tid is None else decode_tree_rows(self.src.tree_bytes(tid))
 
     def _entries(self, tid) -> dict[str, TreeEntry]:
-        if tid is None:
-            return {}
-        return {e.name: e for e in self.src.tree(tid).entries}
+        return {e.name: e for e in map(row_entry, self._rows(tid))}
+
+    def _pairs(self, a_tid, b_tid) -> list:
+        """``row_pairs`` of trees ``a`` and ``b``: ``(name, a entry, b entry)`` for each
+        name whose rows differ, ``b``'s names in tree order first. Equal rows are
+        skipped unread, so a directory costs its rows' comparison plus what differs."""
+        if self.ahead is not None:
+            got = self.ahead.pairs(a_tid, b_tid)
+            if got is not None:
+                return got
+        return row_pairs(self._rows(a_tid), self._rows(b_tid))
 
     def check(self) -> None:
         if self.conflicts and not self.force:
@@ -312,9 +351,8 @@ class _Plan:
     def _make_dir(self, rel: str, te: TreeEntry) -> None:
         """Create directory ``rel`` and everything T has below it."""
         self.actions.append((MKDIR, rel, te))
-        for e in self.src.tree(te.id).entries:
-            check_name(e.name)
-            self._create(_join(rel, e.name), e)
+        for name, _, e in self._pairs(None, te.id):  # names checked
+            self._create(_join(rel, name), e)
         self.actions.append((DIRMETA, rel, te))
 
     def _replace(self, rel: str, te: TreeEntry) -> None:
@@ -333,13 +371,12 @@ class _ExactPlan(_Plan):
     def dir(self, rel: str, w_tid, h_tid, t_tid, *, probe: bool) -> None:
         """``probe``: the directory exists on disk and may hold names W does not
         show (ignored or special files), so new names are checked with lstat."""
-        w, h, t = self._entries(w_tid), self._entries(h_tid), self._entries(t_tid)
-        for name, te in t.items():
-            check_name(name)
-            self.entry(_join(rel, name), w.get(name), h.get(name), te, probe)
-        for name, we in w.items():
-            if name not in t:
-                self.entry(_join(rel, name), we, h.get(name), None, probe)
+        # Names where W and T hold equal rows need nothing: only the others are
+        # visited (with HEAD's entry of the same name).
+        pairs = self._pairs(w_tid, t_tid)
+        h = {e.name: e for e in map(row_entry, self._rows(h_tid))} if pairs else {}
+        for name, we, te in pairs:
+            self.entry(_join(rel, name), we, h.get(name), te, probe)
 
     def entry(self, rel, we, he, te, probe) -> None:
         if te is None:
@@ -414,15 +451,8 @@ class _SwitchPlan(_Plan):
     def dir(self, rel: str, h_tid, t_tid, *, present: bool = True) -> None:
         """H and T differ in directory ``rel``, which is on disk as a real directory
         (``present``) or was deleted from the workspace and is being made again."""
-        h, t = self._entries(h_tid), self._entries(t_tid)
-        for name, te in t.items():
-            check_name(name)
-            he = h.get(name)
-            if he != te:
-                self.path(_join(rel, name), he, te, present)
-        for name, he in h.items():
-            if name not in t:
-                self.path(_join(rel, name), he, None, present)
+        for name, he, te in self._pairs(h_tid, t_tid):
+            self.path(_join(rel, name), he, te, present)
 
     def path(self, rel: str, he: TreeEntry | None, te: TreeEntry | None,
              present: bool = True) -> None:
@@ -485,7 +515,8 @@ class _SwitchPlan(_Plan):
     def _probe(self, rel: str, he, te) -> TreeEntry | None:
         """What the workspace holds at ``rel``, as an entry (``_NO_ID`` when the
         content is surely neither H's nor T's, or not a file at all); None if absent."""
-        st = self._lstat(rel)
+        got = self.ahead.probe(rel) if self.ahead is not None else MISSING
+        st, raw = (self._lstat(rel), MISSING) if got is MISSING else got
         if st is None:
             return None
         name = rel.rpartition("/")[2]
@@ -503,12 +534,18 @@ class _SwitchPlan(_Plan):
         fid = _NO_ID
         if stat.S_ISREG(st.st_mode) and st.st_size in {
                 e.size for e in (he, te) if e is not None and e.kind is Kind.FILE}:
-            fid = self._file_id(rel, st)
+            fid = self._file_id(rel, st, raw)
         return TreeEntry(name, Kind.FILE, mode, st.st_size, mtime, fid)
 
-    def _file_id(self, rel: str, st: os.stat_result) -> ObjectId:
-        with self.repo.index.read() as txn:
-            fid = cached_file_id(txn, rel, st)
+    def _file_id(self, rel: str, st: os.stat_result, raw=MISSING) -> ObjectId:
+        """The id of the file at ``rel``: from the stat cache (its value ``raw``
+        when read ahead) if ``st`` matches, else hashed."""
+        if raw is MISSING:
+            with self.repo.index.read() as txn:
+                fid = cached_file_id(txn, rel, st)
+        else:
+            rec = decode_statcache(raw)
+            fid = rec[1] if rec is not None and rec[0] == stat_bytes(st) else None
         if fid is not None:
             return fid
         if self._ingestor is None:  # hash it as a scan would (no content stored)

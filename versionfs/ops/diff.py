@@ -2,9 +2,13 @@
 
 Both trees are walked together and a subtree whose id is equal on both sides is
 skipped without being read, so two large commits that differ in one file are
-compared in a few tree reads. A *source* is anything with ``tree(tree_id) -> Tree`` and
-``chunks(entry) -> tuple[ChunkRef, ...]`` (``Repo`` and the workspace scanner's
-``WorkTree`` both are), so one side may be a commit and the other the workspace.
+compared in a few tree reads. Two trees that are read are compared as their raw
+rows (set difference of msgpack tuples, in C); entries are made only for the rows
+that differ, so the cost is the bytes of the trees that differ plus the changes,
+and nothing is cached. A *source* is anything with ``tree_bytes(tree_id) -> bytes``
+(or only ``tree(tree_id) -> Tree``) and ``chunks(entry) -> tuple[ChunkRef, ...]``
+(``Repo`` and the workspace scanner's ``WorkTree`` both are), so one side may be a
+commit and the other the workspace.
 
 What is listed:
 
@@ -19,7 +23,9 @@ What is listed:
   (empty files excepted: all empty files look alike). Each removed path pairs with at
   most one added path: first those with the same base name, then in path order.
 
-Thread-safety: pure functions over the given sources.
+Thread-safety: pure functions over the given sources, which must allow reads from
+several threads at once (``Repo`` and ``WorkTree`` do): trees are read ahead on a
+pool of threads.
 """
 
 from __future__ import annotations
@@ -27,9 +33,14 @@ from __future__ import annotations
 import enum
 import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from ..records.model import Kind, Tree, TreeEntry, encode_tree, tree_id
+from ..errors import VfsError
+
+from ..records.model import (
+    Kind, Tree, TreeEntry, changed_rows, decode_tree_rows, encode_tree, row_entry, tree_id,
+)
 
 __all__ = ["EMPTY_TREE", "Change", "ChangeKind", "DiffResult", "DiffStats", "diff_trees",
            "to_json"]
@@ -104,6 +115,10 @@ class DiffResult:
 # walking
 
 _INSIDE, _ABOVE, _OUTSIDE = 2, 1, 0
+# Trees are read ahead of the walk by this many threads (see workspace.lookahead for
+# the measurements), holding at most this many differing rows.
+READERS = 16
+AHEAD_LIMIT = 200_000
 
 
 def _key(name: str) -> bytes:
@@ -118,6 +133,34 @@ class _Walk:
         self.added: list[Change] = []
         self.removed: list[Change] = []
         self.modified: list[Change] = []
+        self.ahead: dict[tuple, tuple[dict, dict]] = {}  # (old tid, new tid) -> changed
+
+    def read_ahead(self, old_root, new_root, limit: int = AHEAD_LIMIT) -> None:
+        """Compare the pairs of trees the walk will descend into, breadth first, on
+        ``READERS`` threads (each reads its two trees: on cold caches the reads
+        overlap), keeping what differs for ``dirs``; stops going deeper once
+        ``limit`` rows are held. A read that fails is left to the walk, which then
+        reports it where it meets it."""
+        level = [(old_root, new_root)]
+        held = 0
+        with ThreadPoolExecutor(READERS, thread_name_prefix="vfs-diff") as pool:
+            while level and held < limit:
+                try:
+                    found = list(pool.map(self._changed, level))
+                except VfsError:
+                    return
+                nxt = []
+                for key, (gone, came) in zip(level, found):
+                    self.ahead[key] = gone, came
+                    held += len(gone) + len(came)
+                    for k, n in came.items():
+                        o = gone.get(k)
+                        if o is not None and _is_dir(o) and _is_dir(n):
+                            nxt.append((o[5], n[5]))
+                level = nxt
+
+    def _changed(self, pair) -> tuple[dict, dict]:
+        return changed_rows(tree_rows(self.old_src, pair[0]), tree_rows(self.new_src, pair[1]))
 
     def _where(self, path: str) -> int:
         """Whether ``path`` is inside the PATHS filter, above one of them, or outside."""
@@ -129,19 +172,15 @@ class _Walk:
             return _ABOVE
         return _OUTSIDE
 
-    @staticmethod
-    def _tree(src, tid) -> Tree:
-        if tid is None or tid == EMPTY_TREE:
-            return Tree(())
-        return src.tree(tid)
-
     def dirs(self, old_tid, new_tid, prefix: str, inside: bool) -> None:
         if old_tid == new_tid:
             return
-        old = {_key(e.name): e for e in self._tree(self.old_src, old_tid).entries}
-        new = {_key(e.name): e for e in self._tree(self.new_src, new_tid).entries}
-        for k in sorted(old.keys() | new.keys()):
-            o, n = old.get(k), new.get(k)
+        got = self.ahead.pop((old_tid, new_tid), None)
+        gone, came = got if got is not None else self._changed((old_tid, new_tid))
+        for k in sorted(gone.keys() | came.keys()):
+            o, n = gone.get(k), came.get(k)
+            o = None if o is None else row_entry(o)
+            n = None if n is None else row_entry(n)
             path = prefix + (o or n).name
             where = _INSIDE if inside else self._where(path)
             if where == _OUTSIDE:
@@ -182,16 +221,32 @@ class _Walk:
             if inside:
                 yield path, entry
             return
-        entries = self._tree(src, entry.id).entries
-        if not entries:
+        rows = tree_rows(src, entry.id)
+        if not rows:
             if inside:
                 yield path + "/", entry
             return
-        for e in entries:
+        for row in rows:
+            e = row_entry(row)
             sub = f"{path}/{e.name}"
             where = _INSIDE if inside else self._where(sub)
             if where != _OUTSIDE:
                 yield from self._leaves(src, e, sub, where == _INSIDE)
+
+
+def _is_dir(row) -> bool:
+    """Whether a (not yet checked) row is a directory's: the look-ahead descends there."""
+    return type(row) is tuple and len(row) == 7 and row[1] == 2 and type(row[5]) is bytes
+
+
+def tree_rows(src, tid) -> tuple:
+    """The rows of tree ``tid`` of ``src`` (``records.model.decode_tree_rows``); a
+    tree id of None or the empty tree's has none. A source without ``tree_bytes``
+    (an in-memory one) is asked for ``tree(tid)``."""
+    if tid is None or tid == EMPTY_TREE:
+        return ()
+    get = getattr(src, "tree_bytes", None)
+    return decode_tree_rows(get(tid) if get is not None else encode_tree(src.tree(tid)))
 
 
 def _differs(o: TreeEntry, n: TreeEntry) -> bool:
@@ -258,6 +313,8 @@ def diff_trees(old_src, old_root, new_src, new_root, *, paths=None) -> DiffResul
     Error handling: what the sources raise (``MissingObject``, ``CorruptObject``).
     """
     w = _Walk(old_src, new_src, paths)
+    if paths is None and old_root != new_root:
+        w.read_ahead(old_root, new_root)
     w.dirs(old_root, new_root, "", paths is None)
     pairs = _pair_renames(w.removed, w.added)
     paired = {id(c) for pair in pairs for c in pair}

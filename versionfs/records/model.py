@@ -201,6 +201,62 @@ def decode_tree(data: bytes) -> Tree:
     return Tree(tuple(entries))
 
 
+def decode_tree_rows(data: bytes) -> tuple:
+    """A tree's rows ``(name bytes, kind, mode, size, mtime_ns, id, target)`` as
+    tuples, as stored and not yet checked: two trees are compared row by row (equal
+    rows are equal entries) without a ``TreeEntry`` per name. ``row_entry`` checks a
+    row and makes its entry."""
+    try:
+        rows = msgpack.unpackb(data, raw=False, use_list=False)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CorruptObject(f"cannot decode tree: {exc}; run 'vfs fsck'") from None
+    if type(rows) is not tuple:
+        raise CorruptObject("malformed tree record: not a list of entries; run 'vfs fsck'")
+    return rows
+
+
+def row_entry(row) -> TreeEntry:
+    """The entry of one row of ``decode_tree_rows``, checked as ``decode_tree`` does."""
+    try:
+        raw_name, kind, mode, size, mtime_ns, oid, target = row
+        name = raw_name.decode("utf-8", "surrogateescape")
+        check_name(name)
+        return TreeEntry(name, _KINDS[kind], mode, size, mtime_ns, ObjectId(oid), target)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CorruptObject(f"malformed tree record: {exc!r}; run 'vfs fsck'") from None
+
+
+def changed_rows(old: tuple, new: tuple) -> tuple[dict, dict]:
+    """The rows of ``old`` not in ``new`` and those of ``new`` not in ``old`` (rows of
+    ``decode_tree_rows``), each by name bytes. Whole rows are compared as tuples, in
+    C: a directory of 1,000 entries where ten differ costs two set builds and ten
+    pairs of entries, not 2,000 entries. Any field that differs counts, the mtime
+    included; the caller decides what matters."""
+    try:
+        so, sn = set(old), set(new)
+        return {r[0]: r for r in so - sn}, {r[0]: r for r in sn - so}
+    except (TypeError, IndexError) as exc:  # unhashable or empty rows: not a tree
+        raise CorruptObject(f"malformed tree record: {exc!r}; run 'vfs fsck'") from None
+
+
+def row_pairs(old: tuple, new: tuple) -> list[tuple[str, TreeEntry | None, TreeEntry | None]]:
+    """``(name, old entry, new entry)`` for each name whose rows differ between two
+    trees' rows (``changed_rows``): ``new``'s names in tree order, then those only in
+    ``old``; the side without the name has None. Only these rows become entries."""
+    gone, came = changed_rows(old, new)
+    if not gone and not came:
+        return []
+    out = []
+    for k in sorted(came):
+        b = row_entry(came[k])
+        a = gone.get(k)
+        out.append((b.name, None if a is None else row_entry(a), b))
+    for k in sorted(gone.keys() - came.keys()):
+        a = row_entry(gone[k])
+        out.append((a.name, a, None))
+    return out
+
+
 def make_tree(entries) -> Tree:
     """A tree from entries in any order, sorted canonically; names validated."""
     ordered = sorted(entries, key=lambda e: _name_key(e.name))

@@ -315,18 +315,23 @@ class Repo:
                                 object_id=bytes(cid))
         return decode_commit(raw)
 
+    def tree_bytes(self, tid: bytes) -> bytes:
+        """The stored encoding of tree ``tid``, neither decoded nor cached (diff and
+        checkout compare trees row by row: ``records.model.decode_tree_rows``)."""
+        with self.index.read() as txn:
+            raw = txn.get("trees", tid)
+        if raw is None:
+            raise MissingObject(f"tree {ObjectId(tid).short} is missing; run 'vfs fsck'",
+                                object_id=bytes(tid))
+        return raw
+
     def tree(self, tid: bytes) -> Tree:
         with self._trees_lock:
             tree = self._trees.get(tid)
             if tree is not None:
                 self._trees.move_to_end(tid)
                 return tree
-        with self.index.read() as txn:
-            raw = txn.get("trees", tid)
-        if raw is None:
-            raise MissingObject(f"tree {ObjectId(tid).short} is missing; run 'vfs fsck'",
-                                object_id=bytes(tid))
-        tree = decode_tree(raw)
+        tree = decode_tree(self.tree_bytes(tid))
         with self._trees_lock:
             self._trees[tid] = tree
             while len(self._trees) > 4096:

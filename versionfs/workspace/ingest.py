@@ -98,8 +98,9 @@ class ScanStats:
 class WorkTree:
     """The result of a scan: a root tree id plus the records it made.
 
-    Offers ``tree(tid)`` and ``chunks(entry)`` like ``Repo``, falling back to the
-    repository for records it did not make, so diff can compare it with any commit.
+    Offers ``tree(tid)``, ``tree_bytes(tid)`` and ``chunks(entry)`` like ``Repo``,
+    falling back to the repository for records it did not make, so diff can compare
+    it with any commit.
     """
 
     def __init__(self, repo: Repo):
@@ -127,6 +128,10 @@ class WorkTree:
             return self.repo.tree(tid)
         t = self.tree_objs[tid] = decode_tree(enc)   # decoded only when asked for
         return t
+
+    def tree_bytes(self, tid: bytes) -> bytes:
+        enc = self.trees.get(tid)
+        return enc if enc is not None else self.repo.tree_bytes(tid)
 
     def chunks(self, entry: TreeEntry) -> tuple[ChunkRef, ...]:
         rec = self.file_objs.get(entry.id)
@@ -173,7 +178,7 @@ class WorkTree:
             for held in (self.chunk_locs, self.files, self.file_objs, self.trees,
                          self.tree_objs, self.statcache):
                 held.clear()
-            self.repo.index.unmap_pages()
+            self.repo.index.release_pages()
             self.stats.flushes += 1
 
 

@@ -7,11 +7,13 @@ renamed over: never a torn file. Large files whose whole-file blob is in objects
 are cloned (FICLONE); other content is copied chunk by chunk, each chunk checked
 against its id. Every operation goes through directory fds opened with
 ``O_NOFOLLOW``, so a symlink in the tree cannot redirect a write outside it. Modes
-(without set-id bits) and mtimes come from the entries; a directory's are set after
-its contents.
+(without set-id bits) and mtimes come from the entries; directories' are set last,
+deepest first, once every file is written. Files are written by worker threads,
+many at once (each is a few system calls that wait on the file system).
 
-Thread-safety: one ``Apply`` per checkout; it runs large-file writes on its own
-worker threads and joins them before returning.
+Thread-safety: one ``Apply`` per checkout; it writes files on its own worker
+threads (large and small files on separate pools) and joins them before returning;
+only the thread that calls ``run`` counts, records and sets directories' metadata.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import shutil
 import stat
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..errors import CorruptObject, VfsError, from_oserror
@@ -33,6 +36,16 @@ from .scan import RACY_NS, cache_key, cache_value
 # Mode bits a checkout restores: permissions and sticky, never set-user/group-id.
 MODE_MASK = 0o1777
 LARGE_WORKERS = 2  # threads writing large files (copying is I/O and GIL-free hashing)
+# Threads writing small files, and how many may be in flight. Each file is a few
+# system calls that wait on the file system (create, rename over the old file, which
+# frees it; on cold caches each may wait for a metadata read), so several at once
+# keep the disk busy. 10,000 files at 1M, warm, under load 4-10: 1 thread 8-12 s,
+# 2: 4.3-6.0 s, 8: 2.7-3.3 s, 16: 2.6-2.8 s; cold, 8: 6.8-9.1 s, 16: 3.8-6.4 s.
+SMALL_WORKERS = 16
+SMALL_WINDOW = 512
+# Files written between two releases of the index's mapped pages (locating a chunk
+# maps a page of the chunk index: 4,096 files map up to 16 MB).
+RELEASE_EVERY = 4096
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -63,35 +76,50 @@ class Apply:
                                      "dirs_removed", "bytes", "cloned"), 0)
         self._names = itertools.count(1)
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[str, TreeEntry, Future]] = []
+        # files being written: (path, entry, future, the worker's directory fd, order)
+        self._pending: list[tuple[str, TreeEntry, Future, int, int]] = []
+        self._small_pool: ThreadPoolExecutor | None = None
+        self._small: deque[tuple[str, TreeEntry, Future, int, int]] = deque()
+        self._seq = itertools.count()
+        self._dirmeta: list[tuple[str, TreeEntry]] = []
         self._where = ""  # the path being written, for error messages
         total = sum(e.size for op, _, e in actions if op == WRITE and e.kind is Kind.FILE)
         self.progress = progress_factory(total) if progress_factory and total else None
 
     def run(self) -> None:
+        """Every action in order, but files are written by worker threads and each
+        directory's mode and mtime set at the end (in plan order: deepest first),
+        once every file is done."""
         try:
             for op, rel, entry in self.actions:
                 self._where = rel
-                self._do(op, rel, entry)
+                if op == DIRMETA:
+                    self._dirmeta.append((rel, entry))
+                else:
+                    self._do(op, rel, entry)
             self._wait("")
+            for rel, entry in self._dirmeta:
+                self._where = rel
+                fd = self.fds.get(rel)
+                os.fchmod(fd, entry.mode & MODE_MASK)
+                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         except OSError as exc:
             raise from_oserror(exc, f"checking out {self._where or '.'}") from None
         except VfsError as exc:
             raise _stopped(exc, self._where) from None
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+            for pool in (self._pool, self._small_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            for queue in (self._small, self._pending):
+                for item in queue:  # never started: its descriptor is still ours
+                    if item[2].cancelled():
+                        os.close(item[3])
             self.fds.close()
             if self.progress is not None and hasattr(self.progress, "close"):
                 self.progress.close()
 
     def _do(self, op: int, rel: str, e: TreeEntry | None) -> None:
-        if op == DIRMETA:
-            self._wait(rel)
-            fd = self.fds.get(rel)
-            os.fchmod(fd, e.mode & MODE_MASK)
-            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
-            return
         parent, _, name = rel.rpartition("/")
         dfd = self.fds.get(parent)
         bname = _fs(name)
@@ -109,8 +137,10 @@ class Apply:
             os.mkdir(bname, 0o700, dir_fd=dfd)
             self.counts["dirs_created"] += 1
         elif op == RMDIR:
+            self._wait(rel)
             self._rmdir(dfd, bname, rel)
         elif op == RMTREE:
+            self._wait(rel)
             self.fds.drop(rel)
             shutil.rmtree(bname, dir_fd=dfd)
             self.removed_trees.append(cache_key(rel) + b"/")
@@ -138,27 +168,49 @@ class Apply:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(LARGE_WORKERS, thread_name_prefix="vfs-co")
             own = os.dup(dfd)  # the fd cache may close dfd before the worker is done
-            self._pending.append((rel, e, self._pool.submit(self._write_large, own, bname, e)))
+            self._pending.append((rel, e, self._pool.submit(self._write_own, own, bname, e),
+                                  own, next(self._seq)))
         else:
-            self._done(rel, e, *self._write_file(dfd, bname, e))
+            if self._small_pool is None:
+                self._small_pool = ThreadPoolExecutor(SMALL_WORKERS,
+                                                      thread_name_prefix="vfs-co-small")
+            if len(self._small) >= SMALL_WINDOW:
+                self._finish(self._small.popleft())
+            own = os.dup(dfd)
+            self._small.append((rel, e, self._small_pool.submit(self._write_own, own,
+                                                                  bname, e),
+                                own, next(self._seq)))
 
-    def _write_large(self, dfd: int, bname: bytes, e: TreeEntry):
+    def _write_own(self, dfd: int, bname: bytes, e: TreeEntry):
+        """``_write_file`` through ``dfd``, a descriptor of the worker's own."""
         try:
             return self._write_file(dfd, bname, e)
         finally:
             os.close(dfd)
 
+    def _finish(self, item: tuple) -> None:
+        self._where = item[0]  # errors are about this file
+        self._done(item[0], item[1], *item[2].result())
+        if item[4] % RELEASE_EVERY == RELEASE_EVERY - 1:
+            self.repo.index.release_pages()  # the chunk index pages the reads mapped
+
     def _wait(self, rel: str) -> None:
-        """Finish the pending large files below directory ``rel`` ("" for all)."""
+        """Finish the pending files below directory ``rel`` ("" for all), in plan
+        order, so that of several failures the first planned is the one reported."""
         prefix = rel + "/" if rel else ""
-        keep = []
-        for item in self._pending:
-            if item[0].startswith(prefix):
-                self._where = item[0]  # errors are about this file
-                self._done(item[0], item[1], *item[2].result())
-            else:
-                keep.append(item)
-        self._pending = keep
+        due = []
+        for queue in (self._small, self._pending):
+            due += [item for item in queue if item[0].startswith(prefix)]
+            keep = [item for item in queue if not item[0].startswith(prefix)]
+            queue.clear()
+            queue.extend(keep)
+        due.sort(key=lambda item: item[4])
+        try:
+            for item in due:
+                self._finish(item)
+        except BaseException:
+            self._pending.extend(due)  # so that ``run`` closes what never started
+            raise
 
     def _done(self, rel: str, e: TreeEntry, st: os.stat_result, copied: int,
               cloned: int) -> None:
