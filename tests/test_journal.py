@@ -478,6 +478,42 @@ def test_a_killed_watcher_means_walking(watched):
     recorded(watched)
 
 
+@pytest.mark.parametrize("what", ["workspace", "repository", "socket"])
+def test_the_watcher_ends_when_its_workspace_goes(tmp_path, cli, what):
+    """A watcher nobody can reach any more exits: its workspace deleted (after an
+    overflow too: the start-over finds no root), its .vfs deleted, its socket
+    removed."""
+    ws = tmp_path / "ws"
+    make_tree(ws)
+    cli("init", cwd=ws)
+    cli("watch", "start", cwd=ws)
+    pid = int((ws / ".vfs" / journal_mod.PIDFILE).read_text())
+    fd = os.pidfd_open(pid)
+    try:
+        if what == "workspace":
+            os.kill(pid, signal.SIGSTOP)  # an overflow first: then the root is gone
+            try:
+                with open("/proc/sys/fs/inotify/max_queued_events") as f:
+                    limit = int(f.read())
+                with open(ws / "a/f1", "ab") as f1, open(ws / "a/f2", "ab") as f2:
+                    for i in range(limit // 2 + 10):
+                        for f in (f1, f2):
+                            f.write(b"x")
+                            f.flush()
+                shutil.rmtree(ws)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        elif what == "repository":
+            shutil.rmtree(ws / ".vfs", ignore_errors=True)  # it removes its files too
+        else:
+            os.unlink(ws / ".vfs" / journal_mod.SOCKET)
+        assert select.select([fd], [], [], 30)[0], "the watcher did not exit"
+    finally:
+        os.close(fd)
+        if not process_gone(pid):
+            kill_and_wait(pid)
+
+
 def _can_unshare() -> str | None:
     if shutil.which("unshare") is None:
         return "no unshare"
@@ -498,10 +534,10 @@ def test_directories_it_cannot_watch_are_walked(tmp_path, cli, monkeypatch):
     ws = tmp_path / "ws"
     make_tree(ws)
     cli("init", cwd=ws)
-    # 4 watches for 7 directories: the others fail with ENOSPC, as at
-    # fs.inotify.max_user_watches
+    # 5 watches (.vfs/ and 4 of the 7 directories): the others fail with ENOSPC, as
+    # at fs.inotify.max_user_watches
     subprocess.run(["unshare", "-U", "-r", "sh", "-c",
-                    'echo 4 > /proc/sys/user/max_inotify_watches && '
+                    'echo 5 > /proc/sys/user/max_inotify_watches && '
                     'exec "$0" -m versionfs watch start', sys.executable],
                    cwd=ws, check=True, capture_output=True)
     w = Watched(ws, cli, monkeypatch)

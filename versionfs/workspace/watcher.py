@@ -22,7 +22,9 @@ another filesystem; EACCES) go in every answer as "unwatched": the scan walks th
 and everything below. A directory created after the crawl is watched when its
 creation is read (then listed, for directories created in it meanwhile) and counts
 as changed. ``.vfsignore`` edits reload the rules and watch what they no longer
-ignore. The workspace root deleted or moved ends the watcher.
+ignore. The workspace root deleted or moved (or gone when it starts over), the
+repository directory or the watcher's socket or pid file removed: each ends the
+watcher (a watcher nobody can reach would otherwise live on).
 
 A second watcher is refused: ``.vfs/watch.pid`` holds the pid under an ``flock``
 held for the process's life. SIGTERM (``vfs watch stop``) removes the socket and pid
@@ -50,6 +52,11 @@ from . import inotify
 from .ignore import IGNORE_FILE, Ignore
 from .journal import LOGFILE, PIDFILE, PROTOCOL, SOCKET, bind, rules_digest
 
+# In .vfs/: only its own end, and that of the watcher's files, matter.
+VFS_DIR_MASK = (inotify.DELETE | inotify.MOVED_FROM | inotify.DELETE_SELF
+                | inotify.MOVE_SELF | inotify.ONLYDIR | inotify.DONT_FOLLOW)
+OWN_FILES = (SOCKET.encode(), PIDFILE.encode())
+
 # How long a connected client may take to send its request line.
 REQUEST_TIMEOUT = 2.0
 MAX_REQUEST = 1 << 16
@@ -71,8 +78,9 @@ def _parent(rel: str) -> str:
 class Watcher:
     """The watches of one workspace and what they reported."""
 
-    def __init__(self, workspace: str):
+    def __init__(self, workspace: str, vfs_dir: str):
         self.ws = os.path.realpath(workspace)
+        self.vfs_dir = vfs_dir
         self.generation = secrets.token_hex(16)
         self.seq = 0
         self.lost_seq = 0   # tokens below this cannot be vouched for
@@ -93,6 +101,12 @@ class Watcher:
         self.wd_rel: dict[int, str] = {}
         self.rel_wd: dict[str, int] = {}
         self.kids: dict[str, set[str]] = {}
+        # The repository directory: its removal (or of our socket) ends the watcher.
+        try:
+            self.vfs_wd = self.ino.add_watch(os.fsencode(self.vfs_dir), VFS_DIR_MASK)
+        except OSError as exc:
+            self.vfs_wd = None
+            self.ended = f"the repository directory cannot be watched: {exc.strerror}"
 
     def close(self) -> None:
         self.ino.close()
@@ -112,6 +126,8 @@ class Watcher:
             try:
                 st = os.lstat(path)
             except OSError:
+                if not rel:
+                    self.ended = "the workspace directory is gone"
                 continue  # gone again: its parent's event says so
             if not stat.S_ISDIR(st.st_mode):
                 continue
@@ -208,6 +224,9 @@ class Watcher:
                 return None
             rel = wd_rel.get(wd)
             if rel is None:
+                if wd == self.vfs_wd and (not name or name in OWN_FILES):
+                    self.ended = "the repository directory or the watcher's socket was " \
+                                 "removed"
                 continue  # a watch already dropped
             if not name:
                 self._self_event(wd, rel, mask)
@@ -411,7 +430,9 @@ def serve(workspace: str, vfs_dir: str, ready: Callable[[dict], None]) -> int:
 
     try:
         t0 = time.monotonic()
-        watcher = Watcher(workspace)
+        _unlink(sock_path)  # a dead watcher's (we hold the pid file lock), before we
+        # watch .vfs/ for our socket's removal
+        watcher = Watcher(workspace, vfs_dir)
         watcher.crawl("")
         sock = _listen(sock_path)
         figures = {"pid": os.getpid(), "watched": len(watcher.rel_wd),
@@ -453,7 +474,6 @@ def _unlink(path: str) -> None:
 
 
 def _listen(path: str) -> socket.socket:
-    _unlink(path)  # a dead watcher's (we hold the pid file lock)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     bind(sock, path)
     os.chmod(path, 0o600)
