@@ -508,6 +508,9 @@ class Bench:
         status_w = self.repeat(lambda: vfs(self.ws, "status"))
         snap_c = self.repeat(lambda: run(snap, cwd=self.ws, capture=True), self.cold)
         status_c = self.repeat(lambda: vfs(self.ws, "status"), self.cold)
+        version = self.repeat(lambda: vfs(self.ws, "--version"))
+        self.notes.append(f"journal: `vfs --version` (start-up and exit alone, the floor "
+                          f"of every command) took {fmt_seconds(version.wall)}")
         walk = "scandir+lstat walk"
         self.rows += [
             Row("journal: snapshot, nothing changed, warm", snap_w, walk_w,
