@@ -59,12 +59,15 @@ RANKS: dict[str, float] = {
     "remote": 3.29,
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
+    # the change journal: inotify through ctypes < the scan's view of the watcher
+    # (client, dircache records) < the watcher process; the scan asks the journal
+    "workspace.inotify": 3.3, "workspace.journal": 3.42, "workspace.watcher": 3.44,
     "workspace.scan": 3.5, "workspace.lookahead": 3.55, "workspace.materialize": 3.6,
     # ops/: the verbs, one module each (equal rank: they may not import one another),
     # above the helpers they share
     "ops": 3.8, "ops.reach": 3.8, "ops.params": 3.8, "ops.roots": 3.9,
     "ops.snapshot": 4, "ops.checkout": 4, "ops.diff": 4, "ops.gc": 4, "ops.fsck": 4,
-    "ops.refs": 4,
+    "ops.refs": 4, "ops.watch": 4,
     # a run composes the verbs: it restores (checkout) and commits (snapshot)
     "ops.run": 4.1,
     "ops.remote": 4.15, "ops.remote_gc": 4.16,  # push/pull carry run records (ops.run.put_record), checkout
@@ -99,6 +102,7 @@ RANKS: dict[str, float] = {
     "cli.checkout_cmds": 7.2, "cli.mount_cmds": 7.2, "cli.run_cmds": 7.2,
     "cli.lineage_cmds": 7.2,
     "cli.pipeline_cmds": 7.2, "cli.remote_cmds": 7.2, "cli.ui_cmds": 7.2,
+    "cli.watch_cmds": 7.2,
     "cli.commands": 7.3, "cli": 7.4,
     "__main__": 8, "stage_runner": 8,
 }

@@ -16,6 +16,11 @@ in the same run on the same tree:
 * ``vfs diff HEAD~1 HEAD --stat``  vs  ``vfs --version`` (the fixed start-up cost)
 * ``vfs checkout HEAD~1`` and back to the branch, cold  vs  the walk plus reading
   the changed files (what a checkout of them must at least touch)
+* with the change journal (``vfs watch start``): the nothing-changed snapshot and
+  status (warm, cold) against the walk and the issue's < 1 s, then ``vfs status``
+  and a snapshot after rewriting 1% of the files spread over every directory, and
+  1% confined to 1% of the directories, against ``VFS_JOURNAL=0 vfs status`` and
+  the walk plus reading the changed files (all cold); the watcher's RSS
 * through ``versionfs mount WS@HEAD``: ``find MP | wc -l`` and ``ls -lR MP``, cold (a
   fresh mount) and warm  vs  native ``find``/``ls -lR`` of the workspace (``.vfs``
   pruned), and the daemon's RSS after the cold ``find`` (VmRSS, VmHWM of its pid
@@ -32,7 +37,7 @@ mount unmounted first) unless --keep.
 
 Usage: python tools/bench/bench_scale.py [--files N] [--dirs D] [--dir DIR]
            [--repeat R] [--profile K] [--no-cp] [--keep]
-           [--only snapshot|nochange|change|diff|checkout|mount ...]
+           [--only snapshot|nochange|change|diff|checkout|mount|journal ...]
 Quick check: python tools/bench/bench_scale.py --files 5000
 """
 
@@ -64,7 +69,7 @@ from common import drop_caches, fmt_bytes, fmt_seconds, begin  # noqa: E402
 
 VFS = [sys.executable, "-m", "versionfs"]
 RACY_WAIT = 0.3  # > the scanner's 100 ms racy window, so files get stat cache entries
-PHASES = ("snapshot", "nochange", "change", "diff", "checkout", "mount")
+PHASES = ("snapshot", "nochange", "change", "diff", "checkout", "mount", "journal")
 MB = 1_000_000
 FULL = 1_000_000  # the tree size the issue's targets are stated for
 
@@ -112,7 +117,8 @@ class Run:
 TIME = "/usr/bin/time"
 
 
-def run(argv: list[str] | str, cwd: str | None = None, capture: bool = False) -> Run:
+def run(argv: list[str] | str, cwd: str | None = None, capture: bool = False,
+        env: dict | None = None) -> Run:
     """Run a command (a string runs through ``sh -c``), timing it until it has exited
     and been reaped; fail loudly with its stderr if it fails.
 
@@ -127,7 +133,8 @@ def run(argv: list[str] | str, cwd: str | None = None, capture: bool = False) ->
         full = [TIME, "-q", "-f", "%M", "-o", rss.name, *argv] if HAVE_TIME else argv
         start = time.perf_counter()
         proc = subprocess.run(full, cwd=cwd, stdin=subprocess.DEVNULL,
-                              stdout=out if capture else subprocess.DEVNULL, stderr=err)
+                              stdout=out if capture else subprocess.DEVNULL, stderr=err,
+                              env={**os.environ, **env} if env else None)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             err.seek(0)
@@ -142,8 +149,8 @@ def run(argv: list[str] | str, cwd: str | None = None, capture: bool = False) ->
 HAVE_TIME = os.access(TIME, os.X_OK)
 
 
-def vfs(ws: str, *args: str, capture: bool = False) -> Run:
-    return run([*VFS, *args], cwd=ws, capture=capture)
+def vfs(ws: str, *args: str, capture: bool = False, env: dict | None = None) -> Run:
+    return run([*VFS, *args], cwd=ws, capture=capture, env=env)
 
 
 def median_run(fn, repeat: int, setup=None) -> Run:
@@ -341,6 +348,8 @@ class Bench:
                                     "\n```")
 
     def change(self) -> None:
+        if not (self.want("change") or self.want("diff") or self.want("checkout")):
+            return
         log("rewriting 1% of the files (gen_dataset --v2)")
         with contextlib.redirect_stdout(sys.stderr):
             self.changed = gen_dataset.make_scale_v2(self.ws, self.a.files, self.a.dirs,
@@ -468,6 +477,95 @@ class Bench:
         row.targets.append(("VmRSS ≤ 150 MB", vm <= 150 * MB))
         self.rows.append(row)
 
+    def journal(self) -> None:
+        """With ``vfs watch start``: nothing-changed snapshot and status, then a 1%
+        change spread over every directory and one confined to 1% of them."""
+        if not self.want("journal"):
+            return
+        log("change journal: vfs watch start")
+        started = vfs(self.ws, "watch", "start", "--json", capture=True)
+        info = json.loads(started.stdout)
+        self.notes.append(f"`vfs watch start`: {fmt_seconds(started.wall)} wall, watching "
+                          f"{info['watched']:,} directories ({info['unwatched_count']} "
+                          "unwatched)")
+        try:
+            self._journal_rows(info["pid"])
+        finally:
+            vfs(self.ws, "watch", "stop")
+
+    def _journal_rows(self, pid: int) -> None:
+        snap = [*VFS, "snapshot", "--json", "-m", "journal"]
+        log("journal: the first snapshot (walks, records every directory)")
+        first = run(snap, cwd=self.ws, capture=True)
+        self.walk()
+        walk_w = self.repeat(self.walk)
+        walk_c = self.repeat(self.walk, self.cold)
+        self.rows.append(Row("journal: first snapshot after `watch start`, warm", first,
+                             walk_w, "scandir+lstat walk, warm"))
+        log("journal: nothing changed")
+        snap_w = self.repeat(lambda: run(snap, cwd=self.ws, capture=True))
+        self.check_nothing_read(snap_w, "warm, journal")
+        status_w = self.repeat(lambda: vfs(self.ws, "status"))
+        snap_c = self.repeat(lambda: run(snap, cwd=self.ws, capture=True), self.cold)
+        status_c = self.repeat(lambda: vfs(self.ws, "status"), self.cold)
+        version = self.repeat(lambda: vfs(self.ws, "--version"))
+        self.notes.append(f"journal: `vfs --version` (start-up and exit alone, the floor "
+                          f"of every command) took {fmt_seconds(version.wall)}")
+        walk = "scandir+lstat walk"
+        self.rows += [
+            Row("journal: snapshot, nothing changed, warm", snap_w, walk_w,
+                walk + ", warm").time_target(1.0),
+            Row("journal: `vfs status`, nothing changed, warm", status_w, walk_w,
+                walk + ", warm").time_target(1.0),
+            Row("journal: snapshot, nothing changed, cold", snap_c, walk_c,
+                walk + ", cold").time_target(1.0),
+            Row("journal: `vfs status`, nothing changed, cold", status_c, walk_c,
+                walk + ", cold").time_target(1.0),
+        ]
+        d = gen_dataset.scale_dirs(self.a.files, self.a.dirs)
+        n = self.a.files
+        spread = gen_dataset.scale_v2_indices(n, self.a.seed + 1)
+        k = max(1, d // 100)
+        confined = range(k * n // d)
+        for label, picked, version in (
+                (f"1% change spread over the directories ({len(spread):,} files)",
+                 spread, 3),
+                (f"change confined to {k} of {d:,} directories ({len(confined):,} files)",
+                 confined, 4)):
+            self._journal_change(label, picked, version, d)
+        rss = daemon_rss(pid)
+        row = Row("journal: the watcher after all this: VmRSS (peak: VmHWM)",
+                  Run(0.0, rss.get("VmHWM", 0), ""), None, "",
+                  shown=fmt_bytes(rss.get("VmRSS", 0)))
+        self.rows.append(row)
+
+    def _journal_change(self, label: str, picked, version: int, d: int) -> None:
+        log(f"journal: {label}")
+        gen_dataset._write_scale_files(self.ws, picked, self.a.files, d, self.a.seed,
+                                       version, os.O_WRONLY | os.O_TRUNC)
+        time.sleep(RACY_WAIT)
+        paths = [gen_dataset.scale_path(self.ws, i, self.a.files, d) for i in picked]
+        listing = os.path.join(self.top, f"changed-{version}.txt")
+        with open(listing, "w") as f:
+            f.write("\n".join(paths) + "\n")
+        base = self.repeat(lambda: self.walk(listing), self.cold)
+        plain = self.repeat(lambda: vfs(self.ws, "status", env={"VFS_JOURNAL": "0"}),
+                            self.cold)
+        status = self.repeat(lambda: vfs(self.ws, "status"), self.cold)
+        self.cold()
+        snap = vfs(self.ws, "snapshot", "--json", "-m", label, capture=True)
+        time.sleep(RACY_WAIT)
+        out = json.loads(snap.stdout)
+        if out["files_read"] != len(paths):
+            self.notes.append(f"WARNING: the journal snapshot after the {label} read "
+                              f"{out['files_read']} files, {len(paths)} were rewritten")
+        self.rows += [
+            Row(f"journal: `vfs status` after a {label}, cold", status, plain,
+                "`VFS_JOURNAL=0 vfs status`, cold"),
+            Row(f"journal: snapshot after a {label}, cold", snap, base,
+                "walk + read changed, cold"),
+        ]
+
     # mount helpers ------------------------------------------------------------------
 
     def do_mount(self) -> None:
@@ -560,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         b.diff()
         b.checkout()
         b.mount()
+        b.journal()
     finally:
         b.umount()
         if a.keep:

@@ -10,3 +10,4 @@ from . import lineage_cmds  # noqa: F401
 from . import pipeline_cmds  # noqa: F401
 from . import remote_cmds  # noqa: F401
 from . import ui_cmds  # noqa: F401
+from . import watch_cmds  # noqa: F401

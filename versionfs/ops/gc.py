@@ -5,7 +5,8 @@ from the roots (the providers of ``roots``; the walk is ``reach``), then:
 
 1. in ONE write transaction deletes every unreachable record and every statcache
    entry whose file id is no longer reachable (a later snapshot trusting such an
-   entry would reference deleted data);
+   entry would reference deleted data), and every dircache entry (the change
+   journal's) whose tree is no longer reachable;
 2. deletes blobs that no remaining chunk points into;
 3. rewrites packs whose live bytes are under half their size: live chunks are copied
    into new packs (fsynced and renamed by ``PackWriter.finish``), the chunks'
@@ -124,6 +125,12 @@ def _dead_statcache(txn, live: reach.Reachable) -> list[bytes]:
 def _dead_dirstate(txn, live: reach.Reachable) -> list[bytes]:
     """Dir states naming a tree gc removes (a scan would not reuse them anyway)."""
     return [k for k, v in txn.items("dirstate") if v[DIRSTATE_TREE] not in live.trees]
+
+
+def _dead_dircache(txn, live: reach.Reachable) -> list[bytes]:
+    """The change journal's directory records whose tree goes (a scan would reuse
+    it for an unchanged directory)."""
+    return [k for k, v in txn.items("dircache") if v[:32] not in live.trees]
 
 
 # --------------------------------------------------------------------------
@@ -290,6 +297,8 @@ def _collect(repo, progress, keep) -> GcResult:
             txn.delete("statcache", key)
         for key in _dead_dirstate(txn, live):
             txn.delete("dirstate", key)
+        for key in _dead_dircache(txn, live):
+            txn.delete("dircache", key)
     if progress:
         progress("sweep", 1, 1)
     # Records are gone (committed); blobs only they pointed into can go now.

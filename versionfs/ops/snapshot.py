@@ -88,7 +88,8 @@ def snapshot(repo: Repo, paths: list[str] | None = None, *, message: str = "",
         unchanged = parent is not None and repo.commit(parent).tree == work.root
         if unchanged and not allow_empty:
             if (tag is not None or work.statcache or work.stale or work.dirstate
-                    or work.stale_dirs or on_write):
+                    or work.stale_dirs or on_write
+                    or (work.journal is not None and work.journal.pending)):
                 _write(repo, work, None, None, tag, parent, full=not paths,
                        on_write=on_write)
             cid, created = parent, False
@@ -137,6 +138,8 @@ def _write(repo: Repo, work: WorkTree, cid, enc, tag, parent, *, full: bool,
         else:
             work.dirstate.clear()
         work.put_records(txn)
+        if full and work.journal is not None:  # the change journal's directory records
+            work.journal.write(txn)
         if cid is not None:
             txn.put("commits", cid, enc)
             refs.advance_head(txn, cid, expect=parent)

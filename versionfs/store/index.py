@@ -27,7 +27,7 @@ from ..records.model import (
 )
 
 DB_NAMES = ("meta", "chunks", "files", "trees", "commits", "refs", "statcache",
-            "runs", "runcache", "dirstate")
+            "runs", "runcache", "dirstate", "dircache")
 
 # A sparse reservation: LMDB maps this much address space but the file grows only
 # with the data. 1 TiB of address space costs nothing on 64-bit Linux.
@@ -237,6 +237,27 @@ class Txn:
                 it = takewhile((end,).__gt__, it)
             found = dict(islice(it, limit + 1))
         return found if len(found) <= limit else None
+
+    def children(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bool]]:
+        """The keys of ``db`` one level below ``prefix`` (a ``/``-separated path with
+        its trailing ``/``, or b"" for the top): ``(key, False)`` for each key with no
+        further ``/``, ``(prefix + name + b"/", True)`` once for each name with keys
+        deeper down, which are skipped by one seek. The cost follows the number of
+        children, not of descendants."""
+        n = len(prefix)
+        with self.txn.cursor(db=self.dbs[db]) as cur:
+            found = cur.set_range(prefix)
+            while found:
+                key = cur.key()
+                if not key.startswith(prefix):
+                    return
+                cut = key.find(b"/", n)
+                if cut < 0:
+                    yield key, False
+                    found = cur.next()
+                else:
+                    yield key[:cut + 1], True
+                    found = cur.set_range(key[:cut] + b"0")  # b"0" is b"/" + 1
 
     def count(self, db: str) -> int:
         return self.txn.stat(self.dbs[db])["entries"]

@@ -117,6 +117,7 @@ class WorkTree:
         self.dirstate: dict[bytes, bytes] = {}    # dir state key -> value (full scans)
         self.stale_dirs: list[bytes] = []         # dir states to drop (full scans)
         self.ingestor: Ingestor | None = None     # what read the files (scan_workspace)
+        self.journal = None   # the change journal of a full scan (workspace.journal)
         self.stats = ScanStats()
 
     def tree(self, tid: bytes) -> Tree:

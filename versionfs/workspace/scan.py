@@ -30,6 +30,7 @@ from operator import itemgetter
 from ..errors import PathNotFound, VfsError, from_oserror
 from ..records.hashing import hash_bytes
 from .ignore import Ignore
+from .journal import Journal, for_scan
 from .ingest import (  # noqa: F401  (re-exported: the scan's records)
     RACY_NS, RETRIES, FileJob, Ingestor, ScanStats, WorkTree, stat_key,
 )
@@ -87,8 +88,11 @@ class _Dir:
     jobs: list = field(default_factory=list)
     size: int = 0
     digest: bytes | None = None    # of the listing, when a dir state may be recorded
-    reused: bytes | None = None    # the tree id, when taken from the dir state
+    reused: bytes | None = None    # the tree id, when taken from the dir state (or
+                                   # unlisted from the change journal's dircache)
     built: bytes | None = None     # the tree id, once built (rows, jobs dropped)
+    linked: bool = False           # holds a file with several links (the journal
+                                   # never vouches for it)
 
 
 class Scanner:
@@ -124,6 +128,8 @@ class Scanner:
                                 .encode("utf-8", "surrogateescape"))[:DIRSTATE_SALT_LEN]
         # Called with each directory's new jobs as soon as the directory is listed.
         self.on_jobs: Callable[[list[FileJob]], None] | None = None
+        # The change journal (workspace/journal.py) of a full scan with a watcher.
+        self.journal: Journal | None = None
 
     def walk(self) -> _Dir:
         """The plan of the whole workspace; also lists the stat cache and dir state
@@ -131,6 +137,8 @@ class Scanner:
         ws = self.repo.workspace
         with self.reading():
             self._use_state = True
+            if self.journal is not None:  # -- change journal hook: what changed?
+                self.journal.begin(self._txn)
             try:
                 try:
                     st = os.lstat(ws)
@@ -139,6 +147,8 @@ class Scanner:
                 return self._walk_dir(ws, "", st)
             finally:
                 self._use_state = False
+                if self.journal is not None:
+                    self.journal.end_walk()
 
     @contextlib.contextmanager
     def reading(self):
@@ -164,6 +174,11 @@ class Scanner:
                   parent_fd: int | None = None) -> _Dir:
         """The plan of directory ``path`` (opened by its name in ``parent_fd`` when
         given: the kernel then resolves one name per stat, not the whole path)."""
+        journal = self.journal
+        if journal is not None:  # -- change journal hook: an unchanged directory
+            tid = journal.reuse(rel, st, self.work.stats, self._txn)
+            if tid is not None:
+                return _Dir(rel, st, reused=tid)
         node = _Dir(rel, st)
         self.work.stats.dirs += 1
         try:
@@ -236,6 +251,8 @@ class Scanner:
                 files += 1
                 size += st.st_size
                 listed.append((name, bname, st, packed))
+                if st.st_nlink > 1:
+                    node.linked = True
             elif S_ISDIR(mode):
                 subdirs.append((bname, f"{path}/{name}", prefix + name, st))
             else:
@@ -267,6 +284,9 @@ class Scanner:
                 self.work.stats.dirs_reused += 1
                 self.work.stats.symlinks += links
                 self.work.stats.tree_bytes += size
+                if self.journal is not None:  # -- change journal hook
+                    self.journal.built(rel, node.st, tid, files, links, size,
+                                       [c.rel for c in children], node.linked)
                 return
             self._files(node, listed, path, prefix, fd)
         for (bname, _, _, sub_st), child in zip(subdirs, children):
@@ -382,6 +402,10 @@ class Scanner:
         self.work.trees[tid] = enc
         if node.digest is not None:
             self._remember(node, tid, cached)
+        if self.journal is not None:  # -- change journal hook: what it produced
+            kinds = [r[1] for r in rows]
+            self.journal.built(node.rel, node.st, tid, kinds.count(1), kinds.count(3),
+                               size, [sub.rel for _, sub in node.subdirs], node.linked)
         node.built = tid
         node.rows = node.jobs = node.subdirs = ()
         return tid
@@ -472,6 +496,7 @@ def scan_workspace(repo: Repo, *, store: bool = False, paths: list[str] | None =
         if paths:
             roots = {rel: _walk_path(scanner, rel) for rel in paths}
         else:
+            scanner.journal = work.journal = for_scan(repo, scanner.ignore, warn)
             roots = {"": scanner.walk()}
         if progress_factory is not None:
             progress = progress_factory(scanner.job_bytes)
