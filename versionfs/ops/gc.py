@@ -3,9 +3,10 @@
 ``gc`` marks every commit (with all parents), tree, file record and chunk reachable
 from the roots (the providers of ``roots``; the walk is ``reach``), then:
 
-1. in ONE write transaction deletes every unreachable record and every statcache
+1. in ONE write transaction deletes every unreachable record, every statcache
    entry whose file id is no longer reachable (a later snapshot trusting such an
-   entry would reference deleted data);
+   entry would reference deleted data) and the block hashes of every chunk it
+   deletes (or that is gone already);
 2. deletes blobs that no remaining chunk points into;
 3. rewrites packs whose live bytes are under half their size: live chunks are copied
    into new packs (fsynced and renamed by ``PackWriter.finish``), the chunks'
@@ -34,6 +35,7 @@ from . import reach, roots
 from ..errors import CorruptObject, LockBusy, VfsError
 from ..records.model import DIRSTATE_TREE, BlobKind, ChunkLoc, decode_chunkloc
 from .reach import Progress, statcache_file_id
+from ..store import blocks
 
 __all__ = ["GcResult", "gc"]
 
@@ -290,6 +292,8 @@ def _collect(repo, progress, keep) -> GcResult:
             txn.delete("statcache", key)
         for key in _dead_dirstate(txn, live):
             txn.delete("dirstate", key)
+        for key in [k for k in txn.keys(blocks.DB) if k not in live.chunks]:
+            txn.delete(blocks.DB, key)
     if progress:
         progress("sweep", 1, 1)
     # Records are gone (committed); blobs only they pointed into can go now.
