@@ -347,7 +347,11 @@ class Content:
         next one, twice as many bytes as the last (the first: one chunk), at most
         ``cap`` bytes (and at least one chunk). A random access starts over, and so
         does a reader that went back by more than the last batch (a read only a
-        little behind is one of the kernel's read-ahead requests arriving late)."""
+        little behind is one of the kernel's read-ahead requests arriving late). A
+        first batch is asked for only by a read that ``streaming`` says continues
+        the last one: a random reader whose next read happens to land a few MiB on
+        loads nothing ahead (it reads by block)."""
+        streaming = self.streaming(offset)
         self.last_end = end
         if abs(offset - self.next_offset) > SEQUENTIAL_SLACK:
             self.next_offset, self.window, self.mark, self.ahead = end, 0, nxt, nxt
@@ -358,6 +362,9 @@ class Content:
             self.next_offset = max(self.next_offset, end)
             if nxt - 1 < self.mark and self.ahead > nxt:
                 return None  # still short of the last batch
+        if not self.window and not streaming:
+            self.mark = self.ahead = nxt
+            return None
         start, chunks = max(self.ahead, nxt), self.chunks
         if start >= len(chunks) or cap <= 0:
             return None
