@@ -455,3 +455,23 @@ def test_block_hashes_are_written_with_a_snapshot_s_batches(storage, monkeypatch
         assert fsck(repo, verify_data=True).ok
     finally:
         repo.close()
+
+
+def test_a_file_read_at_random_has_its_block_hashes_read_in_one_pass(ws, monkeypatch):
+    repo, files = ws
+    calls = []
+    table = repo.reader.blocks
+    real_get = table.get
+    monkeypatch.setattr(table, "get", lambda cid: (calls.append(cid), real_get(cid))[1])
+    view = View(repo, "HEAD")  # with read-ahead threads: the pass runs on one
+    try:
+        fh = _open(view, "big.bin")
+        assert bytes(view.read(fh, 5_000_000, 4096)) == files["big.bin"][5_000_000: 5_004_096]
+        view.chunks.wait_idle()
+        before = len(calls)
+        assert before <= 1  # the first read's own lookup, unless the pass came first
+        _random_reads(view, fh, files["big.bin"], 100, seed=9)
+        assert len(calls) == before  # every later read found them in memory
+        assert view.chunks.loads == 0
+    finally:
+        view.close()

@@ -91,6 +91,18 @@ class BlockTable:
         with self.index.read() as txn:
             return decode(txn.get(DB, cid))
 
+    def get_many(self, cids) -> dict[bytes, bytes | None]:
+        """``get`` of each of ``cids`` in one read transaction (a malformed entry
+        reads as None: fsck reports it)."""
+        out: dict[bytes, bytes | None] = {}
+        with self.index.read() as txn:
+            for cid in cids:
+                try:
+                    out[cid] = decode(txn.get(DB, cid))
+                except CorruptObject:
+                    out[cid] = None
+        return out
+
     def put(self, items: Mapping[bytes, bytes]) -> None:
         """Record ``{chunk id: digests}`` in one write transaction (entries already
         there are kept). ``VfsError`` when the index cannot be written."""

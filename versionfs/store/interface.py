@@ -121,6 +121,9 @@ class BlockHashes(Protocol):
     def get(self, cid: bytes) -> bytes | None:
         """The chunk's block digests, or None when none are known here."""
 
+    def get_many(self, cids) -> dict[bytes, bytes | None]:
+        """``get`` of each of ``cids`` at once."""
+
     def put(self, items) -> None:
         """Record ``{chunk id: digests}``, each computed from bytes that matched
         the chunk id; entries already there are kept."""

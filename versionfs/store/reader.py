@@ -139,10 +139,35 @@ class ChunkReader:
                 object_id=cid)
         return data
 
+    def block_digests(self, cid: bytes) -> bytes | None:
+        """The block hashes of chunk ``cid`` here, or None (none, or not trusted)."""
+        if self.blocks is None or cid in self._wrong:
+            return None
+        try:
+            return self.blocks.get(cid)
+        except CorruptObject:  # a malformed entry: not a reason to fail the read
+            self._distrust(cid, "are malformed")
+            return None
+
+    def block_digests_of(self, cids) -> dict[bytes, bytes | None]:
+        """``block_digests`` of many chunks in one pass over the index; their
+        locations are looked up in the same pass, so the index pages that reading
+        them will need are in memory (a cold lookup costs a disk read)."""
+        out: dict[bytes, bytes | None] = {}
+        if self.blocks is None:
+            return out
+        with self.chunks.chunk_view() as view:
+            for cid in cids:
+                view.locate(cid)
+        for cid, digests in self.blocks.get_many(cids).items():
+            out[cid] = None if cid in self._wrong else digests
+        return out
+
     def read_blocks(self, cid: bytes, offset: int, length: int, *,
-                    strict: bool = False):
+                    strict: bool = False, digests: bytes | None = None):
         """``length`` bytes at ``offset`` in chunk ``cid`` (a bytes-like object),
-        read with the blocks that hold them, each checked against its block hash;
+        read with the blocks that hold them, each checked against its block hash
+        (``digests``, the chunk's ``block_digests``, when the caller has them);
         None when the chunk has no block hashes here (read it whole instead).
 
         A block that does not match its hash: the whole chunk is read and verified
@@ -150,13 +175,8 @@ class ChunkReader:
         ``strict`` raises ``CorruptObject`` at once instead (the caller found the
         whole chunk damaged already and wants the blocks that are intact).
         Fetched and re-located like ``read_located``."""
-        if self.blocks is None or cid in self._wrong:
-            return None
-        try:
-            digests = self.blocks.get(cid)
-        except CorruptObject:  # a malformed entry: not a reason to fail the read
-            self._distrust(cid, "are malformed")
-            return None
+        if digests is None or cid in self._wrong:
+            digests = self.block_digests(cid)
         if digests is None:
             return None
         first, last = offset >> BLOCK_SHIFT, (offset + length - 1) >> BLOCK_SHIFT

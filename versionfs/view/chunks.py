@@ -50,6 +50,9 @@ STREAM_SLACK = 128 << 10
 # Block hashes learned from whole loads are written in batches of this many chunks
 # (one index transaction, fsynced, per batch; the rest at close).
 LEARN_BATCH = 64
+# Block hashes kept in memory, by chunk (~1 KiB for a 1 MiB chunk): a cold index
+# lookup costs a disk read, as much as the block itself.
+DIGESTS_MAX = 4096
 LEARN_BACKLOG = 32 << 20  # bytes of chunks waiting to be hashed for that; past it
                           # (the hashing thread is behind) chunks are not learned
 
@@ -90,6 +93,7 @@ class ChunkCache:
         self._learned: dict[bytes, bytes] = {}  # block hashes not yet written
         self._learning = 0  # bytes handed to the writer thread, not yet hashed
         self._writer: ThreadPoolExecutor | None = None
+        self._digests: OrderedDict[bytes, bytes | None] = OrderedDict()  # oldest first
 
     def peek(self, ref: ChunkRef) -> bytes | None:
         """The chunk's verified bytes if cached, else None; never blocks."""
@@ -152,7 +156,52 @@ class ChunkCache:
                     del self._verified[ref.id]
         if not by_block or loading or ref.length <= BLOCK_SIZE or 2 * length > ref.length:
             return None  # load it whole, or wait for that load; a one-block chunk
-        return reader.read_blocks(ref.id, offset, length)
+        digests = self._digests_of(ref.id)
+        if digests is None:
+            return None
+        return reader.read_blocks(ref.id, offset, length, digests=digests)
+
+    def _digests_of(self, cid: bytes) -> bytes | None:
+        with self._lock:
+            if cid in self._digests:
+                self._digests.move_to_end(cid)
+                return self._digests[cid]
+        digests = self.repo.reader.block_digests(cid)
+        with self._lock:
+            self._keep_digests(cid, digests)
+        return digests
+
+    def _keep_digests(self, cid: bytes, digests: bytes | None) -> None:
+        """Remember a chunk's block hashes (call under the lock)."""
+        self._digests[cid] = digests
+        self._digests.move_to_end(cid)
+        if len(self._digests) > DIGESTS_MAX:
+            self._digests.popitem(last=False)
+
+    def want_blocks(self, refs) -> None:
+        """Read the block hashes of ``refs`` (chunks of a file being read at random)
+        in background, in one pass over the index, so that its reads find them in
+        memory; returns at once."""
+        if self._pool is None or self.verify == "off" or self.repo.reader.blocks is None:
+            return
+        with self._lock:
+            ids = [r.id for r in refs if r.length > BLOCK_SIZE and r.id not in self._digests]
+        if not ids:
+            return
+        try:
+            job = self._pool.submit(self._digests_job, ids[:DIGESTS_MAX])
+        except RuntimeError:  # closing
+            return
+        with self._lock:
+            self._jobs.add(job)
+        job.add_done_callback(self._job_done)
+
+    def _digests_job(self, ids: list[bytes]) -> None:
+        found = self.repo.reader.block_digests_of(ids)
+        with self._lock:
+            for cid, digests in found.items():
+                if cid not in self._digests:
+                    self._keep_digests(cid, digests)
 
     def prefetch(self, refs) -> None:
         """Start loading ``refs`` in background (or, when the reader fetches from a
@@ -273,6 +322,8 @@ class ChunkCache:
         with self._lock:
             self._learning -= len(data)
             self._learned[cid] = digests
+            if cid in self._digests:
+                self._digests[cid] = digests
             batch = None
             if len(self._learned) >= LEARN_BATCH:
                 batch, self._learned = self._learned, {}
@@ -320,11 +371,12 @@ class Content:
     ``last_end`` where the last read ended."""
 
     __slots__ = ("size", "chunks", "starts", "opens", "next_offset", "window", "mark",
-                 "ahead", "last_end")
+                 "ahead", "last_end", "digests_asked")
 
     def __init__(self, size: int, chunks: tuple[ChunkRef, ...]):
         self.size, self.chunks, self.opens, self.next_offset = size, chunks, 0, -1
         self.last_end = -1
+        self.digests_asked = False  # the chunks' block hashes asked for (random reads)
         self.window = self.mark = self.ahead = 0
         self.starts, pos = [], 0
         for c in chunks:

@@ -405,6 +405,7 @@ class View:
         """
         with self._lock:
             c = self._open.get(fh)
+        opened = c is not None
         if c is None:
             e = self._entry(fh)
             c = Content(e.size, self.repo.chunks(e))
@@ -414,6 +415,9 @@ class View:
         i = bisect.bisect_right(c.starts, offset) - 1
         parts, pos, cache = [], offset, self.chunks
         by_block = not c.streaming(offset)  # a random read checks 16 KiB blocks
+        if by_block and opened and not c.digests_asked and len(c.chunks) > 1:
+            c.digests_asked = True  # a file read at random: its block hashes, at once
+            cache.want_blocks(c.chunks)
         while pos < end:
             start, ref = c.starts[i], c.chunks[i]
             stop = min(end - start, ref.length)
