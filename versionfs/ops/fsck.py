@@ -100,7 +100,7 @@ def fsck(repo, *, verify_data: bool = False, progress: Progress | None = None) -
         live = reach.mark(txn, root_ids, repo.params.threshold, report=report,
                           progress=progress)
         locs, used_blobs = _check_locations(txn, blobs, damage)
-        notes += _check_blocks(txn, locs, damage)
+        notes += _check_blocks(txn, damage)
         _check_statcache(txn, report)
         notes += _unreachable_notes(txn, live)
         if verify_data:
@@ -160,15 +160,16 @@ def _check_locations(txn, blobs, damage: _Damage):
     return locs, used
 
 
-def _check_blocks(txn, locs, damage: _Damage) -> list[Problem]:
+def _check_blocks(txn, damage: _Damage) -> list[Problem]:
     """Every block hash entry must fit its chunk (``store.blocks``); entries whose
     chunk is gone are a note (a mount may record one as gc deletes its chunk)."""
-    where = dict(locs)
     orphans = 0
     for cid, raw in txn.items(blocks.DB):
-        loc = where.get(cid)
+        if cid in damage.chunks:
+            continue  # its location is malformed: reported already
+        loc = txn.chunk_loc(cid)
         if loc is None:
-            orphans += not txn.has("chunks", cid)
+            orphans += 1
             continue
         why = blocks.problem(raw, loc.length)
         if why is not None:
