@@ -287,21 +287,15 @@ class ChunkCache:
                 del self._verified[next(iter(self._verified))]
         fut.set_result(data)
         if self.learn and len(data) > BLOCK_SIZE:
-            try:
-                self._learn(cid, data)
-            except VfsError as exc:  # the read has its bytes; learning can wait
-                log.debug("block hashes of chunk %s not learned: %s", cid.hex()[:12], exc)
+            self._learn(cid, data)
 
     def _learn(self, cid: bytes, data: bytes) -> None:
-        """Have the block hashes of a chunk whose bytes just matched its id and that
-        has none computed and recorded by one background thread (so the read that
-        loaded it does not wait), unless that thread is behind."""
-        try:
-            if self.repo.reader.blocks.get(cid) is not None:
-                return
-        except CorruptObject:
-            return  # a malformed entry: fsck reports it; reads verify the whole chunk
+        """Have one background thread record the block hashes of a chunk whose
+        bytes just matched its id, if it has none (so the read that loaded it waits
+        neither for the lookup nor for the hashing), unless that thread is behind."""
         with self._lock:
+            if self._digests.get(cid) is not None:
+                return
             if not self.learn or self._learning + len(data) > LEARN_BACKLOG:
                 return
             if self._writer is None:
@@ -318,15 +312,20 @@ class ChunkCache:
         job.add_done_callback(self._job_done)
 
     def _learn_job(self, cid: bytes, data: bytes) -> None:
-        digests = block_hashes(data)
+        try:
+            digests = None if self.repo.reader.blocks.get(cid) is not None else \
+                block_hashes(data)
+        except VfsError:  # e.g. a malformed entry: fsck reports it
+            digests = None
         with self._lock:
             self._learning -= len(data)
-            self._learned[cid] = digests
-            if cid in self._digests:
-                self._digests[cid] = digests
             batch = None
-            if len(self._learned) >= LEARN_BATCH:
-                batch, self._learned = self._learned, {}
+            if digests is not None:
+                self._learned[cid] = digests
+                if cid in self._digests:
+                    self._digests[cid] = digests
+                if len(self._learned) >= LEARN_BATCH:
+                    batch, self._learned = self._learned, {}
         if batch:
             self._write_learned(batch)
 
