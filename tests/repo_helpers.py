@@ -97,3 +97,13 @@ def flip_byte(path: str, offset: int) -> None:
         b = f.read(1)
         f.seek(offset)
         f.write(bytes([b[0] ^ 0xFF]))
+
+
+def drop_block_hashes(repo: Repo) -> int:
+    """Delete every block hash entry, as in a repository an older versionfs wrote;
+    returns how many there were."""
+    with repo.index.write() as txn:
+        keys = list(txn.keys("blocks"))
+        for key in keys:
+            txn.delete("blocks", key)
+    return len(keys)

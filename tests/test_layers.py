@@ -40,7 +40,7 @@ RANKS: dict[str, float] = {
     "records.runs": 1.1,
     # store/: where bytes and records live, behind one interface
     "store": 2, "store.interface": 2, "store.index": 2.1, "store.blobs": 2.1,
-    "store.local": 2.2, "store.reader": 2.3,
+    "store.local": 2.2, "store.blocks": 2.2, "store.reader": 2.3,
     # repo/: an open repository, its refs and revisions, the machine's live mounts
     "repo": 3, "repo.mounts": 3, "repo.observe": 3.01, "repo.refs": 3.05,
     "repo.producers": 3.06, "repo.revisions": 3.1,

@@ -22,9 +22,11 @@ from .base import cli, emit_json, info
               help="Log every FUSE request (to stderr with -f, else to the mount's log).")
 @click.option("--verify", type=click.Choice(["chunk", "off"]), default="chunk",
               show_default=True,
-              help="chunk: every chunk is checked against its BLAKE3 id before any "
-                   "of its bytes is returned (a damaged chunk fails with EIO; a 4 KiB "
-                   "read of an unread chunk reads and hashes the whole ~1 MiB chunk). "
+              help="chunk: every byte is checked before it is returned, against its "
+                   "chunk's BLAKE3 id or, for a small random read, its 16 KiB block's "
+                   "hash (a damaged block fails with EIO; a 4 KiB read reads and "
+                   "hashes 16 KiB, or the whole ~1 MiB chunk if it was stored by a "
+                   "versionfs without block hashes). "
                    "off: read exactly the requested bytes with no check, for fast "
                    "random access on storage you trust; damage goes unnoticed.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",

@@ -4,10 +4,11 @@
 ``roots``: refs, HEAD, live mounts, ...) names a decodable commit; that commits' trees and parents exist; that trees decode (unsafe names such as
 ``..`` are reported, not followed), are sorted and hold sane entries; that every file
 entry's record and chunks exist; that every chunk location points into an existing
-blob and fits inside it; and that statcache entries name data that exists. With
-``verify_data`` it also re-hashes every chunk the index knows (reading each blob
-in offset order, a few blobs at a time) and checks every record against the hash of
-its stored encoding. Problems name the object (chunk, blob, record) and, for data,
+blob and fits inside it; that block hash entries fit their chunks; and that
+statcache entries name data that exists. With ``verify_data`` it also re-hashes
+every chunk the index knows (reading each blob in offset order, a few blobs at a
+time) and each of its 16 KiB blocks against its block hash, and checks every record
+against the hash of its stored encoding. Problems name the object (chunk, blob, record) and, for data,
 the commits and paths that use it. Unreferenced blobs, tmp/ leftovers and unreachable
 records are notes: harmless, and ``vfs gc`` removes them.
 
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 
 from . import reach, roots
 from ..errors import CorruptObject, VfsError
-from ..records.hashing import hash_bytes
+from ..records.hashing import BLOCK_DIGEST, BLOCK_SHIFT, block_hashes, hash_bytes
 from ..records.model import BlobKind, ChunkLoc, ObjectId, commit_id, decode_chunkloc, file_id, tree_id
 from .reach import Progress, statcache_file_id
 from ..repo.repository import FORMAT_VERSION
+from ..store import blocks
 
 __all__ = ["FsckCounts", "FsckResult", "Problem", "fsck"]
 
@@ -38,9 +40,9 @@ _SHOW = 3  # how many chunk ids / users a message lists
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One finding: its kind (``ref``, ``head``, ``commit``, ``tree``, ``file``,
-    ``entry``, ``chunk``, ``blob``, ``record``, ``statcache``, ``format``; notes use
-    ``unreferenced-blob``, ``tmp``, ``unreachable``), the object it is about (hex id,
-    ref name or path) and a sentence for a human."""
+    ``entry``, ``chunk``, ``blocks``, ``blob``, ``record``, ``statcache``,
+    ``format``; notes use ``unreferenced-blob``, ``tmp``, ``unreachable``), the
+    object it is about (hex id, ref name or path) and a sentence for a human."""
 
     kind: str
     object: str
@@ -74,6 +76,7 @@ class _Damage:
     """Chunk-level damage found after the walk, reported once users are known."""
 
     chunks: dict[bytes, tuple[ChunkLoc | None, str]] = field(default_factory=dict)
+    blocks: dict[bytes, tuple[ChunkLoc, str]] = field(default_factory=dict)
     missing_blobs: dict[tuple[BlobKind, bytes], list[bytes]] = field(
         default_factory=lambda: defaultdict(list))
 
@@ -97,6 +100,7 @@ def fsck(repo, *, verify_data: bool = False, progress: Progress | None = None) -
         live = reach.mark(txn, root_ids, repo.params.threshold, report=report,
                           progress=progress)
         locs, used_blobs = _check_locations(txn, blobs, damage)
+        notes += _check_blocks(txn, damage)
         _check_statcache(txn, report)
         notes += _unreachable_notes(txn, live)
         if verify_data:
@@ -104,9 +108,10 @@ def fsck(repo, *, verify_data: bool = False, progress: Progress | None = None) -
     verified = 0
     if verify_data:
         verified = _verify_chunks(repo, locs, damage, progress)
-    if damage.chunks or damage.missing_blobs:
+    if damage.chunks or damage.blocks or damage.missing_blobs:
         with repo.index.read() as txn:
-            bad = set(damage.chunks) | {c for cs in damage.missing_blobs.values() for c in cs}
+            bad = set(damage.chunks) | set(damage.blocks) | \
+                {c for cs in damage.missing_blobs.values() for c in cs}
             users = reach.users_of(txn, root_ids, bad, repo.params.threshold, limit=_SHOW)
         problems += _damage_problems(damage, users)
     notes += _blob_notes(repo, blobs, used_blobs)
@@ -153,6 +158,26 @@ def _check_locations(txn, blobs, damage: _Damage):
             continue
         locs.append((cid, loc))
     return locs, used
+
+
+def _check_blocks(txn, damage: _Damage) -> list[Problem]:
+    """Every block hash entry must fit its chunk (``store.blocks``); entries whose
+    chunk is gone are a note (a mount may record one as gc deletes its chunk)."""
+    orphans = 0
+    for cid, raw in txn.items(blocks.DB):
+        if cid in damage.chunks:
+            continue  # its location is malformed: reported already
+        loc = txn.chunk_loc(cid)
+        if loc is None:
+            orphans += 1
+            continue
+        why = blocks.problem(raw, loc.length)
+        if why is not None:
+            damage.blocks[cid] = (loc, f"has a block hash entry that {why}")
+    if not orphans:
+        return []
+    return [Problem("unreachable", blocks.DB, f"{orphans} block hash entries name "
+                    "chunks the repository no longer has; 'vfs gc' removes them")]
 
 
 def _check_statcache(txn, report) -> None:
@@ -220,8 +245,12 @@ def _batches(locs: list[tuple[bytes, ChunkLoc]]) -> list[list[tuple[bytes, Chunk
     return out
 
 
-def _verify_batch(repo, batch) -> list[tuple[bytes, ChunkLoc, str]]:
-    bad = []
+def _verify_batch(repo, batch) -> tuple[list, list]:
+    """(damaged chunks, chunks whose block hashes do not match their bytes), each
+    as ``(chunk id, location, why)``."""
+    bad, bad_blocks = [], []
+    with repo.index.read() as txn:
+        entries = {cid: txn.get(blocks.DB, cid) for cid, _ in batch}
     for cid, loc in batch:
         try:
             data = repo.store.load(loc)
@@ -233,7 +262,25 @@ def _verify_batch(repo, batch) -> list[tuple[bytes, ChunkLoc, str]]:
             continue
         if hash_bytes(data) != cid:
             bad.append((cid, loc, "is damaged: its bytes do not match its id"))
-    return bad
+            continue
+        why = _blocks_mismatch(entries[cid], data)
+        if why is not None:
+            bad_blocks.append((cid, loc, why))
+    return bad, bad_blocks
+
+
+def _blocks_mismatch(raw: bytes | None, data: bytes) -> str | None:
+    """Why the block hash entry ``raw`` disagrees with a chunk's (verified) bytes."""
+    if raw is None or blocks.problem(raw, len(data)) is not None:
+        return None  # none, or malformed (reported by the structure check)
+    want, have = blocks.decode(raw), block_hashes(data)
+    if want is None or want == have:
+        return None
+    k = next(i for i in range(len(have) // BLOCK_DIGEST)
+             if have[i * BLOCK_DIGEST:(i + 1) * BLOCK_DIGEST] !=
+             want[i * BLOCK_DIGEST:(i + 1) * BLOCK_DIGEST])
+    return (f"matches its id, but its block hash for bytes {k << BLOCK_SHIFT}-"
+            f"{min((k + 1) << BLOCK_SHIFT, len(data))} does not")
 
 
 def _verify_chunks(repo, locs, damage: _Damage, progress) -> int:
@@ -241,9 +288,12 @@ def _verify_chunks(repo, locs, damage: _Damage, progress) -> int:
     total = sum(loc.length for _, loc in locs)
     done = 0
     with ThreadPoolExecutor(max_workers=_VERIFY_THREADS) as pool:
-        for batch, bad in zip(batches, pool.map(lambda b: _verify_batch(repo, b), batches)):
+        for batch, (bad, bad_blocks) in zip(
+                batches, pool.map(lambda b: _verify_batch(repo, b), batches)):
             for cid, loc, why in bad:
                 damage.chunks[cid] = (loc, why)
+            for cid, loc, why in bad_blocks:
+                damage.blocks[cid] = (loc, why)
             done += sum(loc.length for _, loc in batch)
             if progress:
                 progress("verify data", done, total)
@@ -277,4 +327,11 @@ def _damage_problems(damage: _Damage, users) -> list[Problem]:
             if loc else ""
         out.append(Problem("chunk", cid.hex(), f"chunk {ObjectId(cid).short}{where} {why}; "
                            f"{_used_by([cid], users)}"))
+    for cid, (loc, why) in sorted(damage.blocks.items()):
+        out.append(Problem(
+            "blocks", cid.hex(),
+            f"chunk {ObjectId(cid).short} at offset {loc.offset} in "
+            f"{_blob_name(loc.blob_kind, loc.blob)} {why}: the index is damaged (reads "
+            "of the chunk fall back to verifying it whole, so they still return right "
+            f"bytes); {_used_by([cid], users)}"))
     return out

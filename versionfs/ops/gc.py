@@ -3,10 +3,11 @@
 ``gc`` marks every commit (with all parents), tree, file record and chunk reachable
 from the roots (the providers of ``roots``; the walk is ``reach``), then:
 
-1. in ONE write transaction deletes every unreachable record and every statcache
+1. in ONE write transaction deletes every unreachable record, every statcache
    entry whose file id is no longer reachable (a later snapshot trusting such an
-   entry would reference deleted data), and every dircache entry (the change
-   journal's) whose tree is no longer reachable;
+   entry would reference deleted data), every dircache entry (the change
+   journal's) whose tree is no longer reachable, and the block hashes of every
+   chunk it deletes (or that is gone already);
 2. deletes blobs that no remaining chunk points into;
 3. rewrites packs whose live bytes are under half their size: live chunks are copied
    into new packs (fsynced and renamed by ``PackWriter.finish``), the chunks'
@@ -35,6 +36,7 @@ from . import reach, roots
 from ..errors import CorruptObject, LockBusy, VfsError
 from ..records.model import DIRSTATE_TREE, BlobKind, ChunkLoc, decode_chunkloc
 from .reach import Progress, statcache_file_id
+from ..store import blocks
 
 __all__ = ["GcResult", "gc"]
 
@@ -299,6 +301,8 @@ def _collect(repo, progress, keep) -> GcResult:
             txn.delete("dirstate", key)
         for key in _dead_dircache(txn, live):
             txn.delete("dircache", key)
+        for key in [k for k in txn.keys(blocks.DB) if k not in live.chunks]:
+            txn.delete(blocks.DB, key)
     if progress:
         progress("sweep", 1, 1)
     # Records are gone (committed); blobs only they pointed into can go now.

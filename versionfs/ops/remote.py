@@ -34,6 +34,7 @@ from ..errors import (
     UnknownRevision, UsageError,
 )
 from ..records import runs as rr
+from ..records.hashing import BLOCK_SIZE, block_hashes
 from ..records.model import ObjectId
 from ..remote import config as rconfig
 from ..remote import layout
@@ -43,6 +44,7 @@ from ..remote.state import RemoteState
 from ..remote.transfer import download, upload
 from ..repo import refs
 from ..repo.repository import Repo
+from ..store import blocks
 from .checkout import checkout
 from .reach import ancestors
 from .run import put_record
@@ -480,11 +482,16 @@ def _bring(repo: Repo, conf, backend, state: RemoteState, wanted: dict[str, byte
     bar = progress_factory(total) if progress_factory and total else None
     with repo.lock():
         sink = repo.store.new_pack()
-        locs = {}
+        locs, digests = {}, {}
+
+        def keep(cid: bytes, data: bytes) -> None:  # data matched cid (download)
+            locs[cid] = sink.add(data)
+            if len(data) > BLOCK_SIZE:
+                digests[cid] = block_hashes(data)
+
         try:
-            got = download(backend, fetch_list,
-                           lambda cid, data: locs.__setitem__(cid, sink.add(data)),
-                           progress=bar, workers=workers) if fetch_list else 0
+            got = download(backend, fetch_list, keep, progress=bar,
+                           workers=workers) if fetch_list else 0
             packs = sink.finish()
         except BaseException:
             sink.abort()
@@ -496,6 +503,7 @@ def _bring(repo: Repo, conf, backend, state: RemoteState, wanted: dict[str, byte
             for cid, loc in locs.items():
                 if not txn.has("chunks", cid):
                     txn.put_chunk_loc(cid, loc)
+                    blocks.record(txn, cid, digests.get(cid, b""))
             for kind in ("files", "trees", "commits"):
                 for oid, enc in plan.records[kind].items():
                     txn.put(kind, oid, enc, overwrite=False)

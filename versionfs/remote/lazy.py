@@ -37,6 +37,7 @@ from ..records.hashing import hash_bytes
 from ..records.model import ObjectId
 from ..repo import refs
 from ..repo.repository import Repo
+from ..store.blocks import BlockTable
 from ..store.reader import ChunkReader
 from . import refs as rrefs
 from .cache import ChunkDiskCache
@@ -186,7 +187,7 @@ def open_remote(url: str, options: dict | None = None, cache_dir: str | None = N
     lazy = LazyStore(state, cache, backend, workers=workers)
     repo.store.close()
     repo.store = lazy
-    repo.reader = ChunkReader(lazy, lazy, fetcher=lazy)
+    repo.reader = ChunkReader(lazy, lazy, fetcher=lazy, blocks=BlockTable(repo.index))
     repo.remote_url = backend.url
     return repo
 

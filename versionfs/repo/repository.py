@@ -39,6 +39,7 @@ from ..records.model import (
     ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry, decode_commit,
     decode_file, decode_tree,
 )
+from ..store.blocks import BlockTable
 from ..store.local import LocalStore
 from ..store.reader import ChunkReader
 
@@ -127,7 +128,8 @@ class Repo:
         self.params = ChunkParams(**{k: int(v) for k, v in c.items()}) if c else ChunkParams()
         self.index = Index(os.path.join(vfs_dir, "index.lmdb"), readonly=readonly)
         self.store = LocalStore(vfs_dir, self.index)
-        self.reader = ChunkReader(self.store, self.store)  # the one read path
+        # the one read path
+        self.reader = ChunkReader(self.store, self.store, blocks=BlockTable(self.index))
         self._trees: OrderedDict[bytes, Tree] = OrderedDict()
         self._trees_lock = threading.Lock()
 

@@ -27,7 +27,7 @@ from ..records.model import (
 )
 
 DB_NAMES = ("meta", "chunks", "files", "trees", "commits", "refs", "statcache",
-            "runs", "runcache", "dirstate", "dircache")
+            "runs", "runcache", "dirstate", "dircache", "blocks")
 
 # A sparse reservation: LMDB maps this much address space but the file grows only
 # with the data. 1 TiB of address space costs nothing on 64-bit Linux.
@@ -91,7 +91,7 @@ class Index:
                 try:
                     self.dbs[name] = self.env.open_db(name.encode(), create=False)
                 except lmdb.NotFoundError:
-                    pass   # a table a newer version adds (a scan's dirstate): unused here
+                    pass   # a table a newer version adds (dirstate, blocks): reads as empty
         else:
             with self.env.begin(write=True) as txn:
                 for name in names:
@@ -189,7 +189,8 @@ class Txn:
 
     # -- raw access -----------------------------------------------------
     def get(self, db: str, key: bytes) -> bytes | None:
-        return self.txn.get(key, db=self.dbs[db])
+        handle = self.dbs.get(db)
+        return None if handle is None else self.txn.get(key, db=handle)
 
     def put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
         try:
@@ -201,12 +202,15 @@ class Txn:
         return self.txn.delete(key, db=self.dbs[db])
 
     def has(self, db: str, key: bytes) -> bool:
-        return self.txn.get(key, db=self.dbs[db]) is not None
+        handle = self.dbs.get(db)
+        return handle is not None and self.txn.get(key, db=handle) is not None
 
     def items(self, db: str, prefix: bytes = b"", *,
               start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Keys and values whose keys start with ``prefix``, in key order, from the
         first key at or above ``start`` (default: ``prefix``)."""
+        if db not in self.dbs:  # read-only, and an older versionfs made no such db
+            return
         with self.txn.cursor(db=self.dbs[db]) as cur:
             if not cur.set_range(prefix if start is None else start):
                 return

@@ -14,6 +14,8 @@ A repository's chunk bytes are reached through two facts kept apart:
 A third, optional interface serves a store whose chunks may exist without being
 here: a ``Fetcher`` brings chunks here (``fetch``: afterwards ``locate`` answers for
 them) and ``pin``s one while it is read, so the cache it went to does not evict it.
+A fourth, ``BlockHashes``, holds the 16-byte hashes of each 16 KiB block of chunks
+(``blocks.BlockTable`` over an index), so a read can verify one block, not a chunk.
 
 ``reader.ChunkReader`` is the one read path on top of them (locate, fetch when a
 chunk exists but is not here, load, verify, re-locate after gc moved a chunk); the
@@ -111,6 +113,20 @@ class Fetcher(Protocol):
 
     def pin(self, cid: bytes) -> AbstractContextManager[None]:
         """While held, chunk ``cid`` (here, or about to be fetched) is not evicted."""
+
+
+class BlockHashes(Protocol):
+    """Block digests by chunk id (``records.hashing.block_hashes``; see ``blocks``)."""
+
+    def get(self, cid: bytes) -> bytes | None:
+        """The chunk's block digests, or None when none are known here."""
+
+    def get_many(self, cids) -> dict[bytes, bytes | None]:
+        """``get`` of each of ``cids`` at once."""
+
+    def put(self, items) -> None:
+        """Record ``{chunk id: digests}``, each computed from bytes that matched
+        the chunk id; entries already there are kept."""
 
 
 class Store(ChunkIndex, BlobStore, Protocol):

@@ -13,6 +13,14 @@ the fsspec filesystem and remote transfers. Its rules, in one place:
 * **load** its bytes from the ``BlobStore`` (which keeps a bounded cache of open fds);
 * **verify** them against the chunk id (BLAKE3) unless the caller asked for an
   unverified range; damaged bytes are ``CorruptObject``, never returned;
+* or, for a range of a chunk that has **block hashes** (``blocks``: the 16-byte
+  BLAKE3 of each 16 KiB block, recorded from bytes that matched the chunk id),
+  ``read_blocks`` reads just the blocks holding the range and checks each against
+  its hash: a 4 KiB read costs a 16 KiB read and hash instead of the whole ~1 MiB
+  chunk. A block that does not match sends the read to the whole chunk: damaged
+  bytes fail its id too (``CorruptObject``, as ever), and if the chunk matches its
+  id the block hashes were what was wrong (logged; the range is served from the
+  verified chunk and that entry is not used again by this reader);
 * **re-locate** once when the blob is gone: ``vfs gc`` may have moved the chunk to a
   new pack between our lookup and our read (it moves locations first, in one
   transaction, and deletes the old pack after), so a second lookup that gives a
@@ -31,22 +39,30 @@ number of threads at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from ..errors import CorruptObject, MissingObject
-from ..records.hashing import hash_bytes, hasher
+from ..records.hashing import (
+    BLOCK_DIGEST, BLOCK_SHIFT, BLOCK_SIZE, block_hash, hash_bytes, hasher,
+)
 from ..records.model import ChunkLoc, ObjectId
-from .interface import BlobStore, ChunkIndex, Fetcher
+from .interface import BlobStore, BlockHashes, ChunkIndex, Fetcher
+
+log = logging.getLogger(__name__)
 
 
 class ChunkReader:
     """Reads chunks by id from one store, verified unless asked otherwise;
-    with a ``fetcher``, chunks that exist but are not here are fetched first."""
+    with a ``fetcher``, chunks that exist but are not here are fetched first;
+    with ``blocks``, ranges of chunks that have block hashes are verified by block."""
 
     def __init__(self, chunks: ChunkIndex, blobs: BlobStore,
-                 fetcher: Fetcher | None = None):
+                 fetcher: Fetcher | None = None, blocks: BlockHashes | None = None):
         self.chunks = chunks
         self.blobs = blobs
         self.fetcher = fetcher
+        self.blocks = blocks
+        self._wrong: set[bytes] = set()  # chunks whose block hashes proved wrong
 
     def locate(self, cid: bytes) -> ChunkLoc:
         """Where the chunk is here, fetched first if it exists only elsewhere."""
@@ -122,6 +138,87 @@ class ChunkReader:
                 "(its bytes do not match its id); run 'vfs fsck --verify-data'",
                 object_id=cid)
         return data
+
+    def block_digests(self, cid: bytes) -> bytes | None:
+        """The block hashes of chunk ``cid`` here, or None (none, or not trusted)."""
+        if self.blocks is None or cid in self._wrong:
+            return None
+        try:
+            return self.blocks.get(cid)
+        except CorruptObject:  # a malformed entry: not a reason to fail the read
+            self._distrust(cid, "are malformed")
+            return None
+
+    def block_digests_of(self, cids) -> dict[bytes, bytes | None]:
+        """``block_digests`` of many chunks in one pass over the index; their
+        locations are looked up in the same pass, so the index pages that reading
+        them will need are in memory (a cold lookup costs a disk read)."""
+        out: dict[bytes, bytes | None] = {}
+        if self.blocks is None:
+            return out
+        with self.chunks.chunk_view() as view:
+            for cid in cids:
+                view.locate(cid)
+        for cid, digests in self.blocks.get_many(cids).items():
+            out[cid] = None if cid in self._wrong else digests
+        return out
+
+    def read_blocks(self, cid: bytes, offset: int, length: int, *,
+                    strict: bool = False, digests: bytes | None = None):
+        """``length`` bytes at ``offset`` in chunk ``cid`` (a bytes-like object),
+        read with the blocks that hold them, each checked against its block hash
+        (``digests``, the chunk's ``block_digests``, when the caller has them);
+        None when the chunk has no block hashes here (read it whole instead).
+
+        A block that does not match its hash: the whole chunk is read and verified
+        (``CorruptObject`` when damaged, as ``read``) and the range served from it;
+        ``strict`` raises ``CorruptObject`` at once instead (the caller found the
+        whole chunk damaged already and wants the blocks that are intact).
+        Fetched and re-located like ``read_located``."""
+        if digests is None or cid in self._wrong:
+            digests = self.block_digests(cid)
+        if digests is None:
+            return None
+        first, last = offset >> BLOCK_SHIFT, (offset + length - 1) >> BLOCK_SHIFT
+        start = first << BLOCK_SHIFT
+        with self._pinned(cid):
+            loc, _ = self._locate(cid)
+            if len(digests) != ((loc.length + BLOCK_SIZE - 1) >> BLOCK_SHIFT) * BLOCK_DIGEST:
+                self._distrust(cid, "do not fit its length")
+                return None
+            end = min((last + 1) << BLOCK_SHIFT, loc.length)
+            try:
+                data = self.blobs.load(loc, start, end - start)
+            except MissingObject:
+                again, fetched = self._locate(cid)
+                if again == loc and not fetched:
+                    raise
+                loc = again
+                data = self.blobs.load(loc, start, end - start)
+        view = memoryview(data)
+        for k in range(first, last + 1):
+            at = (k - first) << BLOCK_SHIFT
+            if block_hash(view[at: at + BLOCK_SIZE]) != \
+                    digests[k * BLOCK_DIGEST: (k + 1) * BLOCK_DIGEST]:
+                return self._block_mismatch(cid, loc, k, offset, length, strict)
+        return view[offset - start: offset - start + length]
+
+    def _block_mismatch(self, cid: bytes, loc: ChunkLoc, k: int, offset: int,
+                        length: int, strict: bool):
+        if strict:
+            raise CorruptObject(
+                f"block {k} (bytes {k << BLOCK_SHIFT}-{min((k + 1) << BLOCK_SHIFT, loc.length)}) "
+                f"of chunk {ObjectId(cid).short} in blob {loc.blob.short} is damaged (its "
+                "bytes do not match its block hash); run 'vfs fsck --verify-data'",
+                object_id=cid)
+        data = self.read(cid, own_thread=True)  # CorruptObject when the bytes are bad
+        self._distrust(cid, "do not match its bytes, which match the chunk's id")
+        return memoryview(data)[offset: offset + length]
+
+    def _distrust(self, cid: bytes, why: str) -> None:
+        log.warning("the block hashes of chunk %s %s; its reads verify the whole chunk "
+                    "('vfs fsck --verify-data' reports such entries)", ObjectId(cid).short, why)
+        self._wrong.add(cid)
 
     def load_range(self, loc: ChunkLoc, offset: int, length: int) -> bytes | None:
         """``length`` bytes at ``offset`` in the chunk at ``loc``, a location the

@@ -395,15 +395,17 @@ class View:
              pread: bool = True):
         """Up to ``size`` bytes at ``offset`` (fewer at the end, ``b""`` past it).
 
-        Returns bytes or a memoryview of a cached chunk. Unless the view was made
-        with ``verify="off"``, every byte comes from a chunk that matched its id
-        (now, or earlier through the same blob range: see ``ChunkCache``).
+        Returns bytes or a memoryview. Unless the view was made with
+        ``verify="off"``, every byte comes from a chunk that matched its id, or from
+        a 16 KiB block that matched the block hash recorded from such a chunk (now,
+        or earlier through the same blob range: see ``ChunkCache``).
         ``load=False``: return None rather than load (read and hash) a whole chunk;
         ``pread=False`` too: None rather than read anything not cached. So a caller
         can answer cached reads, and small ranges, without a thread.
         """
         with self._lock:
             c = self._open.get(fh)
+        opened = c is not None
         if c is None:
             e = self._entry(fh)
             c = Content(e.size, self.repo.chunks(e))
@@ -412,6 +414,10 @@ class View:
             return b""
         i = bisect.bisect_right(c.starts, offset) - 1
         parts, pos, cache = [], offset, self.chunks
+        by_block = not c.streaming(offset)  # a random read checks 16 KiB blocks
+        if by_block and opened and not c.digests_asked and len(c.chunks) > 1:
+            c.digests_asked = True  # a file read at random: its block hashes, at once
+            cache.want_blocks(c.chunks)
         while pos < end:
             start, ref = c.starts[i], c.chunks[i]
             stop = min(end - start, ref.length)
@@ -421,12 +427,12 @@ class View:
             elif not pread and not load:
                 return None
             else:
-                part = cache.read_range(ref, pos - start, stop - (pos - start)) \
-                    if pread else None
+                part = cache.read_range(ref, pos - start, stop - (pos - start),
+                                        by_block=by_block) if pread else None
                 if part is None and not load:
                     return None
                 parts.append(part if part is not None else
-                             memoryview(cache.get(ref))[pos - start: stop])
+                             cache.get_range(ref, pos - start, stop - (pos - start)))
             pos = start + stop
             i += 1
         # a sequential reader gets the next chunks loaded while it consumes these

@@ -44,11 +44,12 @@ from dataclasses import dataclass, field
 
 from ..records import chunking
 from ..errors import FileChanged, VfsError, from_oserror
-from ..records.hashing import hash_bytes
+from ..records.hashing import BLOCK_SIZE, block_hashes, hash_bytes
 from ..records.model import (
     BlobKind, ChunkLoc, ChunkRef, FileRecord, ObjectId, Tree, TreeEntry, decode_file,
     decode_tree, encode_file, file_id,
 )
+from ..store import blocks
 from ..store.blobs import fsync_dir
 from ..repo.repository import Repo
 
@@ -112,6 +113,7 @@ class WorkTree:
         self.files: dict[bytes, bytes] = {}       # file id -> encoding
         self.file_objs: dict[bytes, FileRecord] = {}
         self.chunk_locs: dict[bytes, ChunkLoc] = {}
+        self.chunk_blocks: dict[bytes, bytes] = {}  # new chunk id -> its block hashes
         self.statcache: dict[bytes, bytes] = {}   # rel path -> encoded stat record
         self.stale: list[bytes] = []              # cache entries of vanished paths
         self.dirstate: dict[bytes, bytes] = {}    # dir state key -> value (full scans)
@@ -149,6 +151,8 @@ class WorkTree:
         for chunk, loc in self.chunk_locs.items():
             if not txn.has("chunks", chunk):
                 txn.put_chunk_loc(chunk, loc)
+        for chunk, digests in self.chunk_blocks.items():
+            blocks.record(txn, chunk, digests)
         for fid, rec in self.files.items():
             txn.put("files", fid, rec, overwrite=False)
         for tid, rec in self.trees.items():
@@ -176,8 +180,8 @@ class WorkTree:
             ing.make_durable()
             with self.repo.index.write() as txn:
                 self.put_records(txn, dirstate=False)
-            for held in (self.chunk_locs, self.files, self.file_objs, self.trees,
-                         self.tree_objs, self.statcache):
+            for held in (self.chunk_locs, self.chunk_blocks, self.files, self.file_objs,
+                         self.trees, self.tree_objs, self.statcache):
                 held.clear()
             self.repo.index.release_pages()
             self.stats.flushes += 1
@@ -220,12 +224,27 @@ class Ingestor:
 
     def _keep_chunk(self, data, cid: bytes) -> None:
         """Append a chunk to a pack unless the repository has it already."""
+        self._note_blocks(cid, data)
         with self.lock:
             if self._known(cid):
                 return
             loc = self.pack.add(data)
             self.work.chunk_locs[cid] = loc
             self.work.stats.bytes_stored += len(data)
+
+    def _note_blocks(self, cid: bytes, data) -> None:
+        """Keep the block hashes (``store.blocks``) of a chunk the repository lacks,
+        from ``data``, the very bytes just hashed into ``cid``; the snapshot writes
+        them with the chunk's location. Hashed outside the lock (other threads read
+        on); a chunk of one block has none."""
+        if len(data) <= BLOCK_SIZE:
+            return
+        with self.lock:
+            if cid in self.work.chunk_blocks or self._known(cid):
+                return
+        digests = block_hashes(data)
+        with self.lock:
+            self.work.chunk_blocks[cid] = digests
 
     def set_progress(self, progress) -> None:
         """Start reporting to ``progress``, first with what was read so far (reads
@@ -471,7 +490,9 @@ class Ingestor:
                 cuts = _cuts_from(view, pos, self.params)
             for off, length in cuts:
                 piece = view[off: off + length]
-                refs.append(ChunkRef(ObjectId(hash_bytes(piece)), length))
+                cid = ObjectId(hash_bytes(piece))
+                refs.append(ChunkRef(cid, length))
+                self._note_blocks(cid, piece)  # while the clone's pages are in memory
                 del piece
                 self._tick(length)
                 hashed += length
