@@ -693,3 +693,17 @@ def test_a_malformed_tree_is_corrupt_when_listed(ws, rows):
         txn.put("trees", bytes(tid), bad)
     with pytest.raises(CorruptObject):
         view._trees.get(bytes(tid))
+
+
+def test_forgetting_a_subdirectory_names_the_parent_whose_listing_went_stale(ws):
+    repo, _ = ws
+    view = View(repo, "v1")
+    data = view.lookup(ROOT_INO, b"data")
+    big = view.lookup(data.ino, b"big.bin")
+    assert view.forget([(data.ino, 1)]) == []  # still pinned by big.bin
+    again = view.lookup(ROOT_INO, b"data")
+    assert again.ino == data.ino
+    assert view.forget([(big.ino, 1)]) == []
+    # the last lookup of data/ goes: it is freed, and the root's listing named it
+    assert view.forget([(data.ino, 1)]) == [ROOT_INO]
+    assert view.lookup(ROOT_INO, b"data").ino != data.ino

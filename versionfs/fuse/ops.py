@@ -221,7 +221,10 @@ class Operations(pyfuse3.Operations):
 
     async def forget(self, inode_list):
         try:  # must never raise: it answers no request
-            self.view.forget(inode_list)
+            stale = self.view.forget(inode_list)
+            if stale and CACHE_READDIR:
+                # their cached listings name a directory inode that is gone
+                _invalidate(stale)
         except Exception:
             log.exception("unexpected error in forget")
 
@@ -268,10 +271,11 @@ class Operations(pyfuse3.Operations):
             return
         self._readdir_plus(fh, tree, token, max(lo, named))
 
-    def _readdir_plus(self, fh, tree, token, lo):
+    def _readdir_plus(self, fh, tree, token, lo) -> bool:
         """Entries from ``lo`` with their attributes, so the kernel makes an inode
         of each; their lookups are counted a batch at a time. The hot loop of every
-        first listing: eight attribute stores and a reply per entry."""
+        first listing: eight attribute stores and a reply per entry. False once the
+        kernel's buffer is full."""
         e = self._listed
         reply, count = pyfuse3.readdir_reply, self.view.count_entries
         blob, offs, modes, sizes, blocks, mtimes = \
@@ -289,8 +293,9 @@ class Operations(pyfuse3.Operations):
                 if not reply(token, blob[offs[idx]: offs[idx + 1]], e, idx + 3):
                     # the kernel's buffer is full: it did not take these
                     self.view.forget([(ino, 1) for ino in inos[idx - lo:]])
-                    return
+                    return False
             lo = hi
+        return True
 
     def _readdir_names(self, fh, tree, token, lo, hi) -> bool:
         """Entries ``lo`` to ``hi``: files and symlinks by name, inode number and

@@ -320,8 +320,7 @@ class View:
         """Read ahead the trees of ``tree``'s subdirectories (``TreeCache.prefetch``):
         a listing's caller is about to walk into them."""
         if tree.ndirs:
-            self._trees.prefetch([bytes(tree.fields(i)[4]) for i in range(len(tree))
-                                  if tree.is_dir(i)])
+            self._trees.prefetch([bytes(tree.fields(i)[4]) for i in tree.dirs])
 
     def readdir(self, ino: int, offset: int = 0) -> Iterator[DirEntry]:
         """Entries from ``offset`` on (0 starts; each entry gives the next).
@@ -360,18 +359,24 @@ class View:
         names = {r[len(d.prefix):].split("/", 1)[0] for r in self.repo.refs(d.prefix)}
         return sorted(names)
 
-    def forget(self, items) -> None:
-        """Drop ``n`` lookups of each ``(ino, n)``; inodes reaching zero are freed."""
+    def forget(self, items) -> list[int]:
+        """Drop ``n`` lookups of each ``(ino, n)``; inodes reaching zero are freed.
+
+        Returns the directories, still there, that lost a subdirectory's inode: a
+        subdirectory looked up again gets a new inode number, so a listing of such
+        a parent kept from before (the kernel's cache) shows a stale one for it."""
+        stale: list[_Dir] = []
         with self._lock:
             for ino, n in items:
                 if ino & _FILE_BIT:
-                    self._forget_file(ino, n)
+                    self._forget_file(ino, n, stale)
                 elif ino in self._dirs:
                     d = self._dirs[ino]
                     d.nlookup = max(0, d.nlookup - n)
-                    self._maybe_free(d)
+                    self._maybe_free(d, stale)
+            return [d.ino for d in stale if self._dirs.get(d.ino) is d]
 
-    def _forget_file(self, ino: int, n: int) -> None:
+    def _forget_file(self, ino: int, n: int, stale: list) -> None:
         t = self._files
         i = t.slot(ino)
         if t.inos[i] != ino:
@@ -381,14 +386,15 @@ class View:
             d = self._dirs[t.locs[i] >> _IDX_BITS]
             t.remove(i)
             d.pins -= 1
-            self._maybe_free(d)
+            self._maybe_free(d, stale)
 
-    def _maybe_free(self, d: _Dir) -> None:
+    def _maybe_free(self, d: _Dir, stale: list) -> None:
         while d.nlookup == 0 and d.pins == 0 and d.ino != ROOT_INO:
             del self._dirs[d.ino]
             del self._children[d.key]
             d = self._dirs[d.parent]
             d.pins -= 1
+            stale.append(d)
 
     def inode_count(self) -> int:
         with self._lock:

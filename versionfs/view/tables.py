@@ -168,7 +168,7 @@ class PackedTree:
     """
 
     __slots__ = ("blob", "offs", "recs", "targets", "inos", "chks", "modes", "sizes",
-                 "blocks", "mtimes", "ndirs")
+                 "blocks", "mtimes", "ndirs", "dirs")
     REC = struct.Struct("<BIqq32s")
 
     def __init__(self, columns: tuple[tuple, ...]):
@@ -187,21 +187,21 @@ class PackedTree:
         self.inos, self.chks = _first_candidates(hash_many(keys))
         self.targets: dict[int, bytes] = {}
         self.ndirs = kinds.count(_KIND_DIR)
-        odd = self.ndirs + kinds.count(_KIND_SYMLINK)
-        if odd:  # directories have no file inode; a symlink's size is its target's
+        self.dirs = array("I")  # the indices of the directories, in order
+        if self.ndirs or _KIND_SYMLINK in kinds:
+            # directories have no file inode; a symlink's size is its target's
             sizes = list(sizes)
             for i, kind in enumerate(kinds):
                 if kind == _KIND_DIR:
                     self.inos[i] = self.chks[i] = 0
+                    self.dirs.append(i)
                 elif kind == _KIND_SYMLINK:
                     self.targets[i] = targets[i]
                     sizes[i] = len(targets[i])
         self.sizes = array("q", sizes)
         self.blocks = array("q", [(s + 511) // 512 for s in sizes])
-        if self.ndirs:
-            for i, kind in enumerate(kinds):
-                if kind == _KIND_DIR:
-                    self.blocks[i] = 0
+        for i in self.dirs:
+            self.blocks[i] = 0
 
     def __len__(self) -> int:
         return len(self.offs) - 1
@@ -342,6 +342,11 @@ class TreeCache:
         self._willneed = getattr(repo.index, "willneed", None)  # a local index's
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
+
+    def peek(self, tid: bytes) -> PackedTree | None:
+        """The tree if it is cached (not loaded, its place in the LRU unchanged)."""
+        with self._lock:
+            return self._trees.get(tid)
 
     def prefetch(self, tids: list[bytes]) -> None:
         """Read ahead the index pages of those of ``tids`` not cached (the first
