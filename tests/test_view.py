@@ -707,3 +707,24 @@ def test_forgetting_a_subdirectory_names_the_parent_whose_listing_went_stale(ws)
     # the last lookup of data/ goes: it is freed, and the root's listing named it
     assert view.forget([(data.ino, 1)]) == [ROOT_INO]
     assert view.lookup(ROOT_INO, b"data").ino != data.ino
+
+
+def test_tree_read_ahead_is_only_a_hint(ws):
+    """``Index.willneed`` (the mount's read-ahead of subdirectories' trees) changes
+    nothing read: missing keys are skipped, values read after it are the same."""
+    repo, _ = ws
+    view = View(repo, "v1")
+    root = view.listing(ROOT_INO)
+    tids = [bytes(root.fields(i)[4]) for i in root.dirs]
+    with repo.index.read() as txn:
+        before = [txn.get("trees", t) for t in tids]
+    big = encode_tree_rows([[b"f%06d" % i, 1, 0o644, i, i, bytes(32), b""]
+                            for i in range(2000)])  # ~90 KB: many pages
+    with repo.index.write() as txn:
+        txn.put("trees", bytes(tree_id(big)), big)
+    repo.index.willneed("trees", tids + [bytes(tree_id(big)), bytes(32)])
+    with repo.index.read() as txn:
+        assert [txn.get("trees", t) for t in tids] == before
+        assert txn.get("trees", bytes(tree_id(big))) == big
+    view.prefetch_subtrees(root)
+    view.close()  # waits for the read-ahead threads

@@ -84,6 +84,7 @@ class Index:
         # Index (a mount) must not stop a writer in the same process.
         self.env = _open_env(path, readonly and not os.access(path, os.W_OK), len(names) + 2)
         self._closed = False
+        self._map: tuple[int, int] | tuple[()] | None = None  # willneed's (fd, base)
         self.dbs = {}
         if readonly:
             # Opened outside a transaction: handles opened inside a read-only one
@@ -98,6 +99,8 @@ class Index:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._map:
+                os.close(self._map[0])
             _close_env(self.path)
 
     @contextlib.contextmanager
@@ -135,15 +138,31 @@ class Index:
         4 KiB page fault at a time: 70 KB of a tree in 17 disk reads, one after
         another. A reader about to get many (the mount, listing a directory's
         subdirectories) calls this on worker threads: it blocks while the pages
-        are read, copies nothing and adds nothing to this process's memory."""
-        if _madvise is None:
+        are read (``posix_fadvise`` of the file's range), copies nothing, and
+        unmaps what the kernel mapped meanwhile (``MADV_DONTNEED``: the pages stay
+        in the page cache), so it adds nothing to this process's resident size."""
+        where = self._file_and_map()
+        if not where:
             return
+        fd, base = where
+        spans = []
         with self.env.begin(buffers=True) as txn:
             handle = self.dbs[db]
             for key in keys:
-                value = txn.get(key, db=handle)
+                value = txn.get(key, db=handle)  # maps the value's first page
                 if value is not None and len(value) >= mmap.PAGESIZE:
-                    _willneed(value)
+                    addr = _address(value)
+                    os.posix_fadvise(fd, addr - base, len(value), os.POSIX_FADV_WILLNEED)
+                    spans.append((addr & ~(mmap.PAGESIZE - 1), addr + len(value)))
+        for start, end in spans:  # last: a later value's fault maps earlier ones' pages
+            _madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+
+    def _file_and_map(self) -> tuple[int, int] | tuple[()]:
+        """An fd of ``data.mdb`` and where LMDB mapped its offset 0, or ()."""
+        with _ENVS_LOCK:
+            if self._map is None:
+                self._map = _find_map(os.path.join(self.path, "data.mdb"))
+            return self._map
 
 
 class _PyBuffer(ctypes.Structure):  # Py_buffer, part of the stable ABI
@@ -161,22 +180,38 @@ try:
     _get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
     _release_buffer = ctypes.pythonapi.PyBuffer_Release
     _release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
-except (OSError, AttributeError):
-    _madvise = None
-_MADV_WILLNEED = 3
+except (OSError, AttributeError):  # not CPython, or no libc: no read-ahead
+    _get_buffer = None
+_MADV_DONTNEED = 4
 
 
-def _willneed(value) -> None:
-    """``madvise(MADV_WILLNEED)`` over the mapped pages of ``value`` (a buffer into
-    the map: LMDB values of a ``buffers=True`` transaction)."""
+def _address(value) -> int:
+    """Where a buffer's bytes are (an LMDB value of a ``buffers=True`` transaction
+    points into the map)."""
     view = _PyBuffer()
     _get_buffer(value, ctypes.byref(view), 0)
     try:
-        start = view.buf & ~(mmap.PAGESIZE - 1)
-        _madvise(ctypes.c_void_p(start), ctypes.c_size_t(view.buf + view.len - start),
-                 _MADV_WILLNEED)
+        return view.buf
     finally:
         _release_buffer(ctypes.byref(view))
+
+
+def _find_map(data: str) -> tuple[int, int] | tuple[()]:
+    """(read-only fd of ``data``, address of its mapping at file offset 0), or ()."""
+    if _get_buffer is None or not hasattr(os, "posix_fadvise"):
+        return ()
+    real = os.path.realpath(data)
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if (len(parts) == 6 and parts[5].rstrip("\n") == real
+                        and int(parts[2], 16) == 0):
+                    base = int(parts[0].split("-")[0], 16)
+                    return os.open(real, os.O_RDONLY | os.O_CLOEXEC), base
+    except OSError:
+        pass
+    return ()
 
 
 def _translate(exc: lmdb.Error) -> VfsError:
