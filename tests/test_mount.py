@@ -138,14 +138,15 @@ def _processes_running(args: list[str]) -> list[int]:
 
 @pytest.fixture
 def mounter(cli, tmp_path):
-    """``mount(spec, *options) -> mountpoint``; all undone at the end, always."""
+    """``mount(spec, *options, env=None) -> mountpoint``; all undone at the end,
+    always (``env``: variables added to the command's, and so the daemon's)."""
     made: list[list] = []
 
-    def mount(spec, *options, cwd=None) -> Path:
+    def mount(spec, *options, cwd=None, env=None) -> Path:
         mp = tmp_path / f"mnt{len(made)}"
         mp.mkdir()
         made.append([mp, None])
-        cli("mount", spec, mp, *options, cwd=cwd)
+        cli("mount", spec, mp, *options, cwd=cwd, env=env)
         state = mounts.read_state(str(mp))
         made[-1][1] = state.pid if state else None
         return mp

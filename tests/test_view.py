@@ -11,6 +11,7 @@ import errno
 import os
 import random
 import stat
+from array import array
 
 import pytest
 
@@ -19,7 +20,7 @@ from versionfs.errors import (
 )
 from versionfs.records.hashing import hash_bytes
 from versionfs.records.model import ChunkLoc, ChunkRef, Commit, Kind, ObjectId, Tree, TreeEntry
-from versionfs.records.model import BlobKind, encode_tree, tree_id
+from versionfs.records.model import BlobKind, encode_tree, encode_tree_rows, tree_id
 from versionfs.repo.repository import Repo
 from versionfs.store.reader import ChunkReader
 from versionfs.ops.snapshot import snapshot
@@ -586,3 +587,147 @@ def test_tracking_records_places_and_names_them_at_collect(ws):
         child.wait()
     tracking.untrack(t)
     assert tracking.cached() == 0
+
+
+def test_file_table_add_refs_matches_one_at_a_time_through_growth():
+    """``add_refs`` (the listing's batch count) does what ``slot``/``insert`` and a
+    count per entry do, across many growths of the table."""
+    rnd = random.Random(5)
+    pool = [rnd.getrandbits(62) | (1 << 62) for _ in range(3000)]
+    chks = {ino: rnd.getrandbits(32) for ino in pool}
+    table, model = FileTable(8), {}
+    for step in range(40):
+        batch = [rnd.choice(pool) if rnd.random() < 0.7 else 0 for _ in range(rnd.randrange(1, 300))]
+        lo, base = rnd.randrange(1000), (step + 1) << 32
+        bchks = array("I", [0] * lo + [chks.get(ino, 0) for ino in batch])
+        added, skipped = table.add_refs(array("Q", batch), bchks, lo, base)
+        assert skipped == [j for j, ino in enumerate(batch) if not ino]
+        new = 0
+        for j, ino in enumerate(batch):
+            if not ino:
+                continue
+            if ino not in model:
+                model[ino] = [base | (lo + j), 0, 0]
+                new += 1
+            m = model[ino]
+            m[1] += 1
+            if m[0] != base | (lo + j):
+                m[2] = 1
+        assert added == new and table.count == len(model)
+    for ino, (loc, refs, aliased) in model.items():
+        i = table.slot(ino)
+        assert (table.inos[i], table.chks[i], table.locs[i], table.refs[i],
+                table.aliased[i]) == (ino, chks[ino], loc, refs, aliased)
+    # another content on the same inode: left to the caller, not counted
+    ino = next(iter(model))
+    added, skipped = table.add_refs(array("Q", [ino]), array("I", [chks[ino] ^ 1]), 0, 0)
+    assert (added, skipped) == (0, [0]) and table.refs[table.slot(ino)] == model[ino][1]
+
+
+def test_batch_counts_match_per_entry_counts_and_forget_frees_them(ws):
+    """``count_entries`` counts what ``readdir`` yields; forgetting what it returned
+    (the listing's entries the kernel did not take) leaves nothing behind."""
+    repo, _ = ws
+    one, many = View(repo, "HEAD"), View(repo, "HEAD")
+    data_one = one.lookup(ROOT_INO, b"data").ino
+    data_many = many.lookup(ROOT_INO, b"data").ino
+    by_entry = [(e.attr.ino, e.attr) for e in one.readdir(ROOT_INO, 2)]
+    tree = many.listing(ROOT_INO)
+    inos = many.count_entries(ROOT_INO, tree, 0, len(tree))
+    assert list(inos) == [ino for ino, _ in by_entry]
+    assert [tree.attr(ino, i)[1:] for i, ino in enumerate(inos)] == \
+        [a[1:] for _, a in by_entry]
+    assert one.inode_count() == many.inode_count()
+    assert many.listing(data_many) is not None and one.listing(data_one) is not None
+    for view, extra in ((one, data_one), (many, data_many)):
+        view.forget([(ino, 1) for ino, _ in by_entry] + [(extra, 1)])
+        assert view.inode_count() == 1
+
+
+def test_a_taken_inode_moves_the_entry_to_its_next_candidate(ws):
+    repo, _ = ws
+    view = View(repo, "HEAD")
+    tree = view.listing(ROOT_INO)
+    idx = tree.find(b"small.txt")
+    first = tree.inos[idx]
+    t = view._files  # another content already holds the first candidate
+    t.insert(t.slot(first), first, tree.chks[idx] ^ 1, 12345 << 32)
+    attr = view.lookup(ROOT_INO, b"small.txt")
+    assert attr.ino != first and tree.inos[idx] == attr.ino
+    assert view.count_entries(ROOT_INO, tree, idx, idx + 1)[0] == attr.ino
+    assert [e.attr.ino for e in view.readdir(ROOT_INO, idx + 2)][:1] == [attr.ino]
+    fh = view.open(attr.ino)
+    assert bytes(view.read(fh, 0, 100)) == b"changed\n"
+
+
+def test_packed_tree_attributes_are_the_entries(ws):
+    repo, _ = ws
+    view = View(repo, "v1")
+    tree = view.listing(ROOT_INO)
+    rows = {}
+    for i in range(len(tree)):
+        e = tree.entry(i)
+        size = len(e.target) if e.kind is Kind.SYMLINK else e.size
+        blocks = 0 if e.kind is Kind.DIR else (size + 511) // 512
+        rows[e.name] = (tree.modes[i], tree.sizes[i], tree.blocks[i], tree.mtimes[i],
+                        bool(tree.inos[i]))
+        assert rows[e.name] == (e.st_mode, size, blocks, e.mtime_ns, e.kind is not Kind.DIR)
+    assert tree.ndirs == sum(1 for i in range(len(tree)) if tree.is_dir(i)) == 2
+    assert rows["link"][1] == len(b"small.txt")
+
+
+@pytest.mark.parametrize("rows", [
+    [[b"a/b", 1, 0o644, 1, 1, bytes(32), b""]],
+    [[b"..", 1, 0o644, 1, 1, bytes(32), b""]],
+    [[b"", 1, 0o644, 1, 1, bytes(32), b""]],
+    [[b"a\0", 1, 0o644, 1, 1, bytes(32), b""]],
+    [[b"a", 9, 0o644, 1, 1, bytes(32), b""]],
+    [[b"a", 1, 0o644, 1, 1, bytes(31), b""]],
+    [[b"a", 1, 0o644, 1, 1, bytes(32), b"", b"extra"], [b"b", 1, 0o644, 1, 1, bytes(32), b""]],
+    [["text", 1, 0o644, 1, 1, bytes(32), b""]],
+    [[b"a", 1, -5, 1, 1, bytes(32), b""]],
+], ids=["slash", "dotdot", "empty", "nul", "kind", "id", "fields", "str-name", "mode"])
+def test_a_malformed_tree_is_corrupt_when_listed(ws, rows):
+    repo, _ = ws
+    view = View(repo, "HEAD")
+    bad = encode_tree_rows(rows)
+    tid = tree_id(bad)
+    with repo.index.write() as txn:
+        txn.put("trees", bytes(tid), bad)
+    with pytest.raises(CorruptObject):
+        view._trees.get(bytes(tid))
+
+
+def test_forgetting_a_subdirectory_names_the_parent_whose_listing_went_stale(ws):
+    repo, _ = ws
+    view = View(repo, "v1")
+    data = view.lookup(ROOT_INO, b"data")
+    big = view.lookup(data.ino, b"big.bin")
+    assert view.forget([(data.ino, 1)]) == []  # still pinned by big.bin
+    again = view.lookup(ROOT_INO, b"data")
+    assert again.ino == data.ino
+    assert view.forget([(big.ino, 1)]) == []
+    # the last lookup of data/ goes: it is freed, and the root's listing named it
+    assert view.forget([(data.ino, 1)]) == [ROOT_INO]
+    assert view.lookup(ROOT_INO, b"data").ino != data.ino
+
+
+def test_tree_read_ahead_is_only_a_hint(ws):
+    """``Index.willneed`` (the mount's read-ahead of subdirectories' trees) changes
+    nothing read: missing keys are skipped, values read after it are the same."""
+    repo, _ = ws
+    view = View(repo, "v1")
+    root = view.listing(ROOT_INO)
+    tids = [bytes(root.fields(i)[4]) for i in root.dirs]
+    with repo.index.read() as txn:
+        before = [txn.get("trees", t) for t in tids]
+    big = encode_tree_rows([[b"f%06d" % i, 1, 0o644, i, i, bytes(32), b""]
+                            for i in range(2000)])  # ~90 KB: many pages
+    with repo.index.write() as txn:
+        txn.put("trees", bytes(tree_id(big)), big)
+    repo.index.willneed("trees", tids + [bytes(tree_id(big)), bytes(32)])
+    with repo.index.read() as txn:
+        assert [txn.get("trees", t) for t in tids] == before
+        assert txn.get("trees", bytes(tree_id(big))) == big
+    view.prefetch_subtrees(root)
+    view.close()  # waits for the read-ahead threads

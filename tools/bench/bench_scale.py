@@ -24,7 +24,10 @@ in the same run on the same tree:
 * through ``versionfs mount WS@HEAD``: ``find MP | wc -l`` and ``ls -lR MP``, cold (a
   fresh mount) and warm  vs  native ``find``/``ls -lR`` of the workspace (``.vfs``
   pruned), and the daemon's RSS after the cold ``find`` (VmRSS, VmHWM of its pid
-  from ``versionfs mounts --json``); skipped with a message when FUSE is absent
+  from ``versionfs mounts --json``); skipped with a message when FUSE is absent.
+  ``--stock-too`` measures the mount rows a second time with ``VFS_STOCK_PYFUSE3=1``
+  (the daemon serves as with the stock pyfuse3: no listing cache, every entry with
+  its attributes), so the gain of third_party/pyfuse3's patches shows in one run
 
 Cold = ``sync; echo 3 > /proc/sys/vm/drop_caches`` first (needs root; the output
 says when it did not work). The table gives the issue's targets for 1,000,000 files
@@ -36,7 +39,7 @@ by own time and by cumulative time). Everything made is removed at the end (the
 mount unmounted first) unless --keep.
 
 Usage: python tools/bench/bench_scale.py [--files N] [--dirs D] [--dir DIR]
-           [--repeat R] [--profile K] [--no-cp] [--keep]
+           [--repeat R] [--profile K] [--no-cp] [--keep] [--stock-too]
            [--only snapshot|nochange|change|diff|checkout|mount|journal ...]
 Quick check: python tools/bench/bench_scale.py --files 5000
 """
@@ -225,11 +228,13 @@ class Bench:
         self._walk_read: Run | None = None
         self.profile_out: list[str] = []
         self.daemon_rss: dict[str, int] = {}
+        self.own_drops = 0
 
     def want(self, phase: str) -> bool:
         return not self.a.only or phase in self.a.only
 
     def cold(self) -> None:
+        self.own_drops += 1
         if not drop_caches():
             self.cold_ok = False
 
@@ -427,15 +432,24 @@ class Bench:
         log("find / ls -lR, native and through the mount")
         find_n = f"find {shlex.quote(self.ws)} -name .vfs -prune -o -print | wc -l"
         ls_n = f"ls -lR -I .vfs {shlex.quote(self.ws)} > /dev/null"
-        find_m = f"find {shlex.quote(self.mp)} | wc -l"
-        ls_m = f"ls -lR {shlex.quote(self.mp)} > /dev/null"
         nfc = self.repeat(lambda: run(find_n, capture=True), self.cold)
         run(find_n)
-        nfw = self.repeat(lambda: run(find_n, capture=True))
+        nfw = self.repeat(lambda: run(find_n))
         nlc = self.repeat(lambda: run(ls_n), self.cold)
         run(ls_n)
         nlw = self.repeat(lambda: run(ls_n))
+        self.mount_rows(nfc, nfw, nlc, nlw, "")
+        if self.a.stock_too:
+            log("the same through a mount served as with the stock pyfuse3")
+            os.environ["VFS_STOCK_PYFUSE3"] = "1"
+            try:
+                self.mount_rows(nfc, nfw, nlc, nlw, ", stock pyfuse3")
+            finally:
+                del os.environ["VFS_STOCK_PYFUSE3"]
 
+    def mount_rows(self, nfc: Run, nfw: Run, nlc: Run, nlw: Run, how: str) -> None:
+        find_m = f"find {shlex.quote(self.mp)} | wc -l"
+        ls_m = f"ls -lR {shlex.quote(self.mp)} > /dev/null"
         rss: dict[str, int] = {}
 
         def fresh():
@@ -458,21 +472,23 @@ class Bench:
         self.umount()
         n_native, n_mount = int(nfc.stdout.split()[0]), int(mfc.stdout.split()[0])
         if n_native != n_mount:
-            self.notes.append(f"WARNING: find listed {n_mount:,} entries through the mount, "
-                              f"{n_native:,} natively")
+            self.notes.append(f"WARNING: find listed {n_mount:,} entries through the mount"
+                              f"{how}, {n_native:,} natively")
         else:
-            self.notes.append(f"find listed {n_mount:,} entries, native and mounted")
+            self.notes.append(f"find listed {n_mount:,} entries, native and mounted{how}")
         self.rows += [
-            Row("`find MP | wc -l`, cold (fresh mount)", mfc, nfc, "native `find`, cold")
+            Row(f"`find MP | wc -l`, cold (fresh mount){how}", mfc, nfc, "native `find`, cold")
             .ratio_target(3),
-            Row("`find MP | wc -l`, warm", mfw, nfw, "native `find`, warm").ratio_target(3),
-            Row("`ls -lR MP`, cold (fresh mount)", mlc, nlc, "native `ls -lR`, cold")
+            Row(f"`find MP | wc -l`, warm{how}", mfw, nfw, "native `find`, warm")
             .ratio_target(3),
-            Row("`ls -lR MP`, warm", mlw, nlw, "native `ls -lR`, warm").ratio_target(3),
+            Row(f"`ls -lR MP`, cold (fresh mount){how}", mlc, nlc, "native `ls -lR`, cold")
+            .ratio_target(3),
+            Row(f"`ls -lR MP`, warm{how}", mlw, nlw, "native `ls -lR`, warm").ratio_target(3),
         ]
-        self.daemon_rss = rss
+        if not how:
+            self.daemon_rss = rss
         vm = rss.get("VmRSS", 0)
-        row = Row("mount daemon after the cold `find`: VmRSS (peak: VmHWM)",
+        row = Row(f"mount daemon after the cold `find`{how}: VmRSS (peak: VmHWM)",
                   Run(0.0, rss.get("VmHWM", 0), ""), None, "", shown=fmt_bytes(vm))
         row.targets.append(("VmRSS ≤ 150 MB", vm <= 150 * MB))
         self.rows.append(row)
@@ -617,6 +633,29 @@ def fs_of(path: str) -> str:
     return " ".join(proc.stdout.split()) or "?"
 
 
+def _drops() -> int:
+    """How often the page cache was dropped since boot (any process), or -1."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("drop_pagecache "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def _pyfuse3_note() -> str:
+    try:
+        import importlib.metadata as md
+        version = md.version("pyfuse3")
+    except Exception:
+        return "- pyfuse3: not installed"
+    patched = "+versionfs" in version
+    return (f"- pyfuse3 {version}" + ("" if patched else " (stock: listings are not "
+                                      "cached; see third_party/pyfuse3)"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=100_000)
@@ -634,11 +673,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the `cp -a` baseline of snapshot v1 (and removing its "
                          "copy: minutes at 1,000,000 files)")
     ap.add_argument("--keep", action="store_true", help="keep the tree and repository")
+    ap.add_argument("--stock-too", action="store_true",
+                    help="measure the mount rows again as with the stock pyfuse3 "
+                         "(VFS_STOCK_PYFUSE3=1)")
     a = ap.parse_args(argv)
 
     begin(__file__)
     for line in machine_info():
         print(line)
+    print(_pyfuse3_note())
     top = tempfile.mkdtemp(prefix="vfs-bench-scale-", dir=a.dir)
     print(f"- filesystem of {a.dir}: {fs_of(top)}")
     # Commands run as from an installed package: modules compiled once (into a cache
@@ -650,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- no {TIME}: peak RSS is not measured (shown as -)")
     b = Bench(a, top)
     start = time.perf_counter()
+    drops_before = _drops()
     try:
         b.generate()
         b.snapshot_v1()
@@ -669,6 +713,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"removed {top} in {time.perf_counter() - t:.1f} s")
     print(f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"total {time.perf_counter() - start:.0f} s")
+    foreign = _drops() - drops_before - b.own_drops
+    if drops_before >= 0 and foreign > 0:
+        print(f"- caches were dropped {foreign} times by other processes during the run: "
+              "some warm figures may be partly cold")
     if not b.cold_ok:
         print("- WARNING: caches could not be dropped: the cold figures are warm")
     else:

@@ -157,9 +157,9 @@ def _packb(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def _unpackb(data: bytes, what: str):
+def _unpackb(data: bytes, what: str, use_list: bool = True):
     try:
-        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+        return msgpack.unpackb(data, raw=False, use_list=use_list, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise CorruptObject(f"cannot decode {what}: {exc}; run 'vfs fsck'") from None
 
@@ -185,6 +185,34 @@ def encode_tree_rows(rows: list[list]) -> bytes:
     (lists or tuples: both encode as arrays) already sorted by name bytes, with names that need no checking (they come from
     the filesystem). The scanner uses this to skip building ``TreeEntry`` objects."""
     return _packb(rows)
+
+
+def decode_tree_columns(data: bytes) -> tuple[tuple, ...]:
+    """A tree record as seven columns (names as bytes, kinds, modes, sizes,
+    mtimes, ids, targets), each a tuple with an item per entry, checked as
+    ``decode_tree`` checks entries but a column at a time and without building
+    ``TreeEntry`` objects: for readers that keep trees packed (the mount's view).
+    Only the kinds, names, ids and targets are checked here; a reader packing the
+    integer columns finds a bad one itself (TypeError, OverflowError)."""
+    rows = _unpackb(data, "tree", use_list=False)  # tuples: ~40 % less to build
+    if not rows:
+        return ((),) * 7
+    try:
+        if set(map(len, rows)) != {7}:
+            raise ValueError("an entry of other than 7 fields")
+        names, kinds, modes, sizes, mtimes, oids, targets = zip(*rows)
+        blob = b"".join(names)
+        if (b"/" in blob or b"\0" in blob or min(map(len, names)) == 0
+                or b"." in names or b".." in names):
+            raise ValueError("an empty name, '.', '..', or a name with '/' or NUL")
+        if not set(kinds) <= _KINDS.keys():
+            raise ValueError(f"kinds {sorted(set(kinds) - _KINDS.keys())}")
+        if set(map(len, oids)) != {ID_LEN} or len(b"".join(oids)) != ID_LEN * len(oids):
+            raise ValueError("an id that is not 32 bytes")
+        b"".join(targets)
+    except (TypeError, ValueError) as exc:
+        raise CorruptObject(f"malformed tree record: {exc!r}; run 'vfs fsck'") from None
+    return names, kinds, modes, sizes, mtimes, oids, targets
 
 
 def decode_tree(data: bytes) -> Tree:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 
 from ..errors import MissingObject, NoSuchAttribute, NotADirectory, PathNotFound, VfsError
 from ..records.chunking import AVG_SIZE
-from ..records.hashing import hash_bytes
 from ..records.model import Commit, Kind, ObjectId, TreeEntry
 from ..repo import producers
 from ..repo.repository import Repo
@@ -28,15 +27,13 @@ from .records import (
     ROOT_INO, XATTR_CMD, XATTR_COMMIT, XATTR_ID, XATTR_RUN, XATTR_STAGE, Attr, DirEntry,
     FsStats, OpenedFile,
 )
-from .tables import FileTable, PackedTree, TreeCache
+from .tables import FILE_BIT as _FILE_BIT, FileTable, PackedTree, TreeCache, ino_candidates
 
-_FILE_BIT = 1 << 62          # file and symlink inodes have it; directories never do
 _IDX_BITS = 32               # a locator is (directory inode << 32) | entry index
 _IDX_MASK = (1 << _IDX_BITS) - 1
 _XATTR_PREFIX = b"user.versionfs."
 REMOTE_PREFETCH = 64 << 20  # mountpoint-s3 and hf-mount grow theirs to 64-128 MiB
 LOCAL_PREFETCH = 2 * AVG_SIZE  # two chunks: 4 or 8 measured no faster
-_KIND_DIR = int(Kind.DIR)
 
 
 class _Dir:
@@ -111,6 +108,7 @@ class View:
         return REMOTE_PREFETCH if fetches else LOCAL_PREFETCH
 
     def close(self) -> None:
+        self._trees.close()
         self.chunks.close()
 
     # -- records ---------------------------------------------------------------
@@ -165,8 +163,13 @@ class View:
     def _child(self, d: _Dir, tree: PackedTree, idx: int) -> Attr:
         """Allocate (or find) the inode of entry ``idx`` of directory ``d`` and
         count one lookup of it."""
-        if tree.key(idx)[0] != _KIND_DIR:
+        if not tree.is_dir(idx):
             return tree.attr(self._count_file(d, tree, idx), idx)
+        return self._child_dir(d, tree, idx).attr()
+
+    def _child_dir(self, d: _Dir, tree: PackedTree, idx: int) -> _Dir:
+        """The directory instance of entry ``idx`` of ``d``, made if needed, with
+        one more lookup."""
         ckey = (d.ino, idx)
         ino = self._children.get(ckey)
         if ino is None:
@@ -176,45 +179,60 @@ class View:
         else:
             child = self._dirs[ino]
         child.nlookup += 1
-        return child.attr()
+        return child
 
     def _count_file(self, d: _Dir, tree: PackedTree, idx: int) -> int:
         """The inode of file entry ``idx``, made if needed, with one more lookup.
 
-        The inode is a hash of the entry's content, so identical files share it;
-        a tree that was listed remembers its entries' inodes and checks, so a
-        file forgotten by the kernel comes back without hashing again.
+        The inode is a hash of the entry's content (``tables.PackedTree``), so
+        identical files share it. ``count_entries`` is the same for many entries.
         """
-        table, known = self._files, tree.inos
+        table = self._files
         loc = (d.ino << _IDX_BITS) | idx
-        if known is not None and known[idx]:
-            ino, chk = known[idx], tree.chks[idx]
-            i = table.slot(ino)
-            if table.inos[i] == 0:
-                i = table.insert(i, ino, chk, loc)
-                d.pins += 1
-            if table.chks[i] == chk:
-                table.refs[i] += 1
-                if table.locs[i] != loc:
-                    table.aliased[i] = 1
-                return ino
-        h = hash_bytes(tree.key(idx))
-        chk = int.from_bytes(h[24:28], "little")
-        for k in range(3):  # three independent 62-bit candidates; a clash is ~2^-60
-            ino = (int.from_bytes(h[8 * k: 8 * k + 8], "little") >> 2) | _FILE_BIT
+        ino, chk = tree.inos[idx], tree.chks[idx]
+        i = table.slot(ino)
+        if table.inos[i] == 0:
+            i = table.insert(i, ino, chk, loc)
+            d.pins += 1
+        elif table.chks[i] != chk:
+            ino, i = self._clash(d, tree, idx, loc)
+        table.refs[i] += 1
+        if table.locs[i] != loc:
+            table.aliased[i] = 1
+        return ino
+
+    def _clash(self, d: _Dir, tree: PackedTree, idx: int, loc: int) -> tuple[int, int]:
+        """The entry's inode is taken by other content: the first later candidate
+        that is free or holds this content, remembered in the tree."""
+        table = self._files
+        candidates, chk = ino_candidates(tree.key(idx))
+        for ino in candidates:
             i = table.slot(ino)
             if table.inos[i] == 0:
                 i = table.insert(i, ino, chk, loc)
                 d.pins += 1
             elif table.chks[i] != chk:
                 continue
-            table.refs[i] += 1
-            if table.locs[i] != loc:
-                table.aliased[i] = 1
-            if known is not None:
-                known[idx], tree.chks[idx] = ino, chk
-            return ino
+            tree.inos[idx] = ino
+            return ino, i
         raise VfsError("inode hash clash on three candidates; this cannot happen")
+
+    def count_entries(self, ino: int, tree: PackedTree, lo: int, hi: int) -> array:
+        """Count one lookup of each of entries ``lo`` to ``hi`` (exclusive) of
+        directory ``ino`` listing ``tree`` (``listing``), as handing them to the
+        kernel in a listing does; returns their inodes. Entries a caller could not
+        pass on must be ``forget``-ed. Files are counted by ``FileTable.add_refs`` in
+        one loop; directories, and the rare clash, by ``_child_dir``/``_count_file``."""
+        with self._lock:
+            d = self._dir(ino)
+            out = tree.inos[lo:hi]
+            added, skipped = self._files.add_refs(out, tree.chks, lo, d.ino << _IDX_BITS)
+            d.pins += added
+            for j in skipped:
+                idx = lo + j
+                out[j] = self._count_file(d, tree, idx) if out[j] else \
+                    self._child_dir(d, tree, idx).ino
+        return out
 
     def _virtual_child(self, d: _Dir, name: str) -> Attr | None:
         """A child of a virtual directory of the all-versions view, or None."""
@@ -283,12 +301,33 @@ class View:
         _, idx, tree = self._locate(ino)
         return tree.attr(ino, idx)
 
+    def fixed_listing(self, ino: int) -> bool:
+        """Whether directory ``ino`` lists the same entries for as long as it exists
+        (a commit's directory: yes; the all-versions view's own: no). Cheap: its
+        tree is not loaded."""
+        with self._lock:
+            return self._dir(ino).commit is not None
+
+    def listing(self, ino: int) -> PackedTree | None:
+        """The tree that directory ``ino`` lists (its entry ``i`` has offset
+        ``i + 3``: ``.`` and ``..`` come first), or None for a virtual directory of
+        the all-versions view. For callers that list fast (``count_entries``)."""
+        with self._lock:
+            d = self._dir(ino)
+        return None if d.commit is None else self._trees.get(d.tree)
+
+    def prefetch_subtrees(self, tree: PackedTree) -> None:
+        """Read ahead the trees of ``tree``'s subdirectories (``TreeCache.prefetch``):
+        a listing's caller is about to walk into them."""
+        if tree.ndirs:
+            self._trees.prefetch([bytes(tree.fields(i)[4]) for i in tree.dirs])
+
     def readdir(self, ino: int, offset: int = 0) -> Iterator[DirEntry]:
         """Entries from ``offset`` on (0 starts; each entry gives the next).
 
         ``.`` and ``..`` come first and count no lookup; every other entry yielded
         counts one lookup of its inode: a caller that cannot pass an entry on must
-        ``forget`` it.
+        ``forget`` it. (``listing`` and ``count_entries`` do the same in batches.)
         """
         with self._lock:
             d = self._dir(ino)
@@ -299,26 +338,9 @@ class View:
             yield from self._readdir_virtual(d, max(offset, 2))
             return
         tree = self._trees.get(d.tree)
-        with self._lock:
-            if tree.inos is None:
-                tree.inos = array("Q", bytes(8 * len(tree)))
-                tree.chks = array("I", bytes(4 * len(tree)))
-        # the hot loop of every listing: _child's fast path, inlined
-        inos, chks, table, lock = tree.inos, tree.chks, self._files, self._lock
-        blob, offs, attr_of = tree.blob, tree.offs, tree.attr
-        base = d.ino << _IDX_BITS
         for idx in range(max(offset, 2) - 2, len(tree)):
-            with lock:
-                ino = inos[idx]
-                i = table.slot(ino) if ino else -1
-                if i >= 0 and table.inos[i] == ino and table.chks[i] == chks[idx]:
-                    table.refs[i] += 1
-                    if table.locs[i] != base | idx:
-                        table.aliased[i] = 1
-                    attr = attr_of(ino, idx)
-                else:
-                    attr = self._child(d, tree, idx)
-            yield DirEntry(blob[offs[idx]: offs[idx + 1]], attr, idx + 3)
+            child = self.count_entries(ino, tree, idx, idx + 1)[0]
+            yield DirEntry(tree.name(idx), tree.attr(child, idx), idx + 3)
 
     def _readdir_virtual(self, d: _Dir, offset: int) -> Iterator[DirEntry]:
         for i, name in enumerate(self._virtual_names(d)[offset - 2:], offset):
@@ -337,18 +359,24 @@ class View:
         names = {r[len(d.prefix):].split("/", 1)[0] for r in self.repo.refs(d.prefix)}
         return sorted(names)
 
-    def forget(self, items) -> None:
-        """Drop ``n`` lookups of each ``(ino, n)``; inodes reaching zero are freed."""
+    def forget(self, items) -> list[int]:
+        """Drop ``n`` lookups of each ``(ino, n)``; inodes reaching zero are freed.
+
+        Returns the directories, still there, that lost a subdirectory's inode: a
+        subdirectory looked up again gets a new inode number, so a listing of such
+        a parent kept from before (the kernel's cache) shows a stale one for it."""
+        stale: list[_Dir] = []
         with self._lock:
             for ino, n in items:
                 if ino & _FILE_BIT:
-                    self._forget_file(ino, n)
+                    self._forget_file(ino, n, stale)
                 elif ino in self._dirs:
                     d = self._dirs[ino]
                     d.nlookup = max(0, d.nlookup - n)
-                    self._maybe_free(d)
+                    self._maybe_free(d, stale)
+            return [d.ino for d in stale if self._dirs.get(d.ino) is d]
 
-    def _forget_file(self, ino: int, n: int) -> None:
+    def _forget_file(self, ino: int, n: int, stale: list) -> None:
         t = self._files
         i = t.slot(ino)
         if t.inos[i] != ino:
@@ -358,14 +386,15 @@ class View:
             d = self._dirs[t.locs[i] >> _IDX_BITS]
             t.remove(i)
             d.pins -= 1
-            self._maybe_free(d)
+            self._maybe_free(d, stale)
 
-    def _maybe_free(self, d: _Dir) -> None:
+    def _maybe_free(self, d: _Dir, stale: list) -> None:
         while d.nlookup == 0 and d.pins == 0 and d.ino != ROOT_INO:
             del self._dirs[d.ino]
             del self._children[d.key]
             d = self._dirs[d.parent]
             d.pins -= 1
+            stale.append(d)
 
     def inode_count(self) -> int:
         with self._lock:
