@@ -213,6 +213,10 @@ class Scanner:
         if self.on_flush is not None and self.work.held_records() >= FLUSH_AT:
             self.on_flush()
             self._renew()
+        elif self.work.stats.dirs % RELEASE_EVERY == 0:
+            # the stat cache pages looked up so far stay mapped (and counted in the
+            # resident set) until given back: 150 MB of them at a million files
+            self.repo.index.release_pages()
 
     def _plan(self, node: _Dir, entries: list, path: str, fd: int) -> None:
         """Plan entries of directory ``path`` (listed from its descriptor ``fd``)
@@ -400,6 +404,7 @@ class Scanner:
         enc = encode_tree_rows(rows)
         tid = tree_id(enc)
         self.work.trees[tid] = enc
+        self.work.tree_rows += len(rows)
         if node.digest is not None:
             self._remember(node, tid, cached)
         if self.journal is not None:  # -- change journal hook: what it produced
@@ -454,9 +459,11 @@ def _gone(txn, db: str, prefix: bytes, keep: set, dirs: set) -> list[bytes]:
 
 
 
-# A streaming scan commits what it holds when its chunk locations, file records and
-# stat cache entries number this many (~25,000 small files: ~10 MB of records).
+# A streaming scan commits what it holds when its chunk locations, file records, stat
+# cache entries and the rows of its trees number this many (~20 MB of records).
 FLUSH_AT = 50_000
+# ... and gives back the index pages it mapped every this many directories.
+RELEASE_EVERY = 128
 
 _first = itemgetter(0)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
