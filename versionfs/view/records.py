@@ -54,9 +54,11 @@ class OpenedFile:
     content id (hex) and size.
 
     ``exact`` is False when the same inode (one per content: id, mode, mtime, size)
-    was also reachable through another directory entry of this view, another path
-    or another commit: FUSE's open names only the inode, so the open may have come
-    through any of them. ``id`` and ``size`` are exact either way."""
+    was also handed to the kernel through another directory entry of this view
+    (looked up, or listed with attributes), another path or another commit: FUSE's
+    open names only the inode, so the open may have come through any of them. An
+    entry listed by name only cannot have been opened before it was looked up.
+    ``id`` and ``size`` are exact either way."""
 
     commit: str
     path: str
