@@ -60,8 +60,10 @@ RANKS: dict[str, float] = {
     # workspace/: the user's directory: ignore rules, reading files, scanning, writing
     "workspace": 3.3, "workspace.ignore": 3.3, "workspace.ingest": 3.4,
     # the change journal: inotify through ctypes < the scan's view of the watcher
-    # (client, dircache records) < the watcher process; the scan asks the journal
+    # (client, dircache records) < the watcher's state < its process (watchd); the
+    # scan asks the journal
     "workspace.inotify": 3.3, "workspace.journal": 3.42, "workspace.watcher": 3.44,
+    "workspace.watchd": 3.45,
     "workspace.scan": 3.5, "workspace.lookahead": 3.55, "workspace.materialize": 3.6,
     # ops/: the verbs, one module each (equal rank: they may not import one another),
     # above the helpers they share

@@ -1,6 +1,6 @@
 """``vfs watch start|stop|status``: the life of a workspace's change journal watcher.
 
-``start`` runs ``workspace/watcher.py`` as a detached process (its own session, its
+``start`` runs the watcher (``workspace/watchd.py``) as a detached process (its own session, its
 output in ``.vfs/watch.log``) and returns once it watches every directory and
 listens on ``.vfs/watch.sock`` (it reports over a pipe), or runs it in this process
 (``foreground``). ``stop`` sends SIGTERM to the pid in ``.vfs/watch.pid`` and waits
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError, VfsError
 from ..repo.repository import Repo
-from ..workspace import journal, watcher
+from ..workspace import journal, watchd
 
 __all__ = ["WatchStatus", "run_foreground", "start", "status", "stop"]
 
@@ -76,7 +76,7 @@ def running_pid(vfs_dir: str) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = watcher.read_pid(fd)
+            pid = watchd.read_pid(fd)
             if pid is None:
                 raise VfsError("a watcher is starting for this workspace; retry in a "
                                "moment") from None
@@ -125,7 +125,7 @@ def start(repo: Repo) -> WatchStatus:
     if pid is not None:
         raise UsageError(f"a watcher is already running for this workspace (pid {pid}); "
                          "'vfs watch stop' stops it")
-    logpath = watcher.log_path(repo.vfs_dir)
+    logpath = watchd.log_path(repo.vfs_dir)
     rfd, wfd = os.pipe()
     try:
         with open(logpath, "wb") as logf:
@@ -178,7 +178,7 @@ def run_foreground(repo: Repo, *, ready_fd: int | None = None,
 
     vfs_dir = repo.vfs_dir
     repo.close()  # the watcher reads no index
-    return watcher.serve(ws, vfs_dir, ready)
+    return watchd.serve(ws, vfs_dir, ready)
 
 
 def stop(repo: Repo, *, timeout: float = STOP_TIMEOUT) -> int | None:

@@ -1,6 +1,6 @@
 """The change journal, as a scan uses it: which directories may be taken as they were.
 
-With a watcher running (``vfs watch start``; the process is ``workspace/watcher.py``)
+With a watcher running (``vfs watch start``; the process is ``workspace/watchd.py``)
 a full scan asks it, over ``.vfs/watch.sock``, which directories changed since the
 token the last snapshot recorded, *before* it walks. The answer is either a set of
 changed ("dirty") directories or "cannot vouch" (another watcher generation, lost
