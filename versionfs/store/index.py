@@ -93,7 +93,7 @@ class Index:
                 try:
                     self.dbs[name] = self.env.open_db(name.encode(), create=False)
                 except lmdb.NotFoundError:
-                    pass   # a table a newer version adds (dirstate, blocks): reads as empty
+                    pass   # a table a newer version adds (dirstate, dircache, blocks): reads as empty
         else:
             with self.env.begin(write=True) as txn:
                 for name in names:
