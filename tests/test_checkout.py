@@ -519,7 +519,10 @@ def test_disk_full_is_a_clear_error_and_a_rerun_finishes(small_fs):
         except OSError:
             pass
     try:
-        with pytest.raises(StorageFull, match="no space left while checking out data"):
+        # small files are written by several threads while the large one is copied:
+        # whichever meets the full disk first is the one named
+        with pytest.raises(StorageFull,
+                           match="no space left while checking out (data|small)"):
             checkout(repo, "v1")
         assert repo.head() == repo.resolve("v2")
         assert not [n for n in os.listdir(ws) if n.startswith(".vfs-tmp")]
