@@ -8,10 +8,8 @@ Thread-safety: ``FileTable`` is guarded by its owner's lock; ``TreeCache`` has i
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
-import os
 import stat
 import struct
 import threading
@@ -282,45 +280,24 @@ _from_bytes = int.from_bytes
 
 
 class MappedPages:
-    """Gives the index's mapped pages back, so a long walk does not grow the RSS.
+    """Gives the index's mapped pages back now and then (``Index.release_pages``), so
+    a long walk through LMDB's shared mapping does not grow the RSS."""
 
-    LMDB reads through a shared, read-only mapping of ``data.mdb``; every page a walk
-    touches stays mapped, and counted in this process's RSS, although each record
-    was copied out and the page cache keeps the page anyway. ``MADV_DONTNEED`` on
-    such a mapping only drops the page-table entries: the next access faults the
-    page back in from the page cache. (It belongs in ``index``; it is here, where
-    the walk's reads happen, until it moves.)
-    """
-
-    MADV_DONTNEED = 4
-
-    def __init__(self, index_dir: str, every: int = 16 << 20):
-        self.path = os.path.realpath(os.path.join(index_dir, "data.mdb"))
+    def __init__(self, index, every: int = 16 << 20):
+        self._release = getattr(index, "release_pages", None)
         self.every = every
         self.pending = 0
-        try:
-            self._madvise = ctypes.CDLL(None, use_errno=True).madvise
-        except (OSError, AttributeError):
-            self._madvise = None
 
     def read(self, nbytes: int) -> None:
-        """Note ``nbytes`` read through the mapping; trim now and then."""
+        """Note ``nbytes`` read through the mapping; release now and then."""
         self.pending += nbytes
-        if self.pending >= self.every and self._madvise is not None:
+        if self.pending >= self.every:
             self.pending = 0
             self.trim()
 
     def trim(self) -> None:
-        try:
-            with open("/proc/self/maps") as f:
-                spans = [line.split()[0] for line in f
-                         if line.rstrip().endswith(self.path) and line.split()[1] == "r--s"]
-        except OSError:
-            return
-        for span in spans:
-            start, end = (int(x, 16) for x in span.split("-"))
-            self._madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
-                          self.MADV_DONTNEED)
+        if self._release is not None:
+            self._release()
 
 
 class TreeCache:
@@ -338,7 +315,7 @@ class TreeCache:
         self._trees: OrderedDict[bytes, PackedTree] = OrderedDict()
         self._entries = 0
         self._lock = threading.Lock()
-        self._pages = MappedPages(getattr(repo.index, "path", "/nonexistent"))
+        self._pages = MappedPages(getattr(repo, "index", None))
         self._willneed = getattr(repo.index, "willneed", None)  # a local index's
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
